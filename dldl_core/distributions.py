@@ -1,0 +1,50 @@
+"""Label distributions: turn a scalar (or vector) label into a distribution over bins.
+
+DLDL replaces a hard label ``y`` by a discretised Gaussian centred on ``y``; the
+network then learns the whole distribution with a KL loss. The same
+construction serves every task: a 1-D grid for age or roll, the product of two
+1-D grids for the joint yaw x pitch distribution of head pose.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def bin_grid(start: float, stop: float, step: float) -> torch.Tensor:
+    """Bin centres ``start, start+step, ..., stop`` (``stop`` included)."""
+    n = int(round((stop - start) / step)) + 1
+    return start + step * torch.arange(n, dtype=torch.float32)
+
+
+def gaussian_1d(labels: torch.Tensor, bins: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Discretised Gaussian over ``bins`` for each label, normalised to sum 1.
+
+    ``labels`` has shape (N,) and ``sigma`` is a float or a (N,) tensor (one
+    spread per example, e.g. a spread that grows with label ambiguity).
+    Labels outside the grid are clipped to its ends so that every row still
+    puts its mass at the nearest representable value. Returns (N, len(bins)).
+    """
+    labels = labels.to(torch.float32).reshape(-1, 1)
+    bins = bins.to(labels.device, torch.float32).reshape(1, -1)
+    labels = labels.clamp(bins[0, 0].item(), bins[0, -1].item())
+    sigma_t = torch.as_tensor(sigma, dtype=torch.float32, device=labels.device).reshape(-1, 1)
+    if (sigma_t <= 0).any():
+        raise ValueError("sigma must be positive")
+    logp = -0.5 * ((bins - labels) / sigma_t) ** 2
+    return torch.softmax(logp, dim=1)
+
+
+def gaussian_2d(
+    labels: torch.Tensor,
+    bins_x: torch.Tensor,
+    bins_y: torch.Tensor,
+    sigma: float | torch.Tensor,
+) -> torch.Tensor:
+    """Isotropic 2-D Gaussian over the grid ``bins_x`` x ``bins_y``, normalised over the grid.
+
+    ``labels`` has shape (N, 2) holding (x, y). Returns (N, len(bins_x), len(bins_y)).
+    """
+    px = gaussian_1d(labels[:, 0], bins_x, sigma)
+    py = gaussian_1d(labels[:, 1], bins_y, sigma)
+    return px[:, :, None] * py[:, None, :]

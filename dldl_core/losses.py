@@ -1,0 +1,42 @@
+"""Losses for learning label distributions from logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(target || softmax(logits)).
+
+    Computed from ``log_softmax`` so that it stays finite for any logits, and
+    with ``xlogy`` so that zero-probability target bins contribute exactly 0.
+    ``logits`` and ``target`` have shape (N, ...) and the distribution runs
+    over all trailing dimensions (a 2-D grid is flattened).
+    """
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logp = F.log_softmax(logits.flatten(1).to(dtype), dim=1)
+    t = target.flatten(1).to(dtype)
+    cross = torch.where(t > 0, t * logp, torch.zeros_like(logp))  # 0 * log 0 counts as 0
+    return (torch.xlogy(t, t) - cross).sum(dim=1).mean()
+
+
+def expectation_l1(logits: torch.Tensor, bins: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """DLDL-v2's expectation term: mean |E_p[bin] - label| with p = softmax(logits)."""
+    p = torch.softmax(logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), dim=1)
+    mean = p @ bins.to(p.device, p.dtype)
+    return (mean - labels.to(mean.dtype)).abs().mean()
+
+
+def dldl_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    bins: torch.Tensor,
+    labels: torch.Tensor,
+    lam: float = 0.0,
+) -> torch.Tensor:
+    """KL to the label distribution plus ``lam`` times the expectation L1 (DLDL-v2 when lam > 0)."""
+    loss = kl_from_logits(logits, target)
+    if lam > 0:
+        loss = loss + lam * expectation_l1(logits, bins, labels)
+    return loss

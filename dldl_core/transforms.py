@@ -1,0 +1,58 @@
+"""Tensor transforms shared by training and inference."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 (N, H, W, 3) or (N, 3, H, W) images -> normalised float (N, 3, H, W)."""
+    if images.shape[-1] == 3 and images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
+    x = images.float().div_(255.0)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def random_affine(
+    x: torch.Tensor,
+    flip: bool = True,
+    max_rotate: float = 10.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+    max_shift: float = 0.05,
+) -> torch.Tensor:
+    """Random flip, rotation, scale and shift of a float batch (N, 3, H, W), one draw per image.
+
+    Done on whole batches with ``affine_grid`` so augmentation costs little
+    next to the network, on CPU and GPU alike.
+    """
+    n = x.shape[0]
+    dev = x.device
+    angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_rotate)
+    s = torch.empty(n, device=dev).uniform_(*scale)
+    sign = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=dev)
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0] = cos * sign
+    theta[:, 0, 1] = -sin
+    theta[:, 1, 0] = sin * sign
+    theta[:, 1, 1] = cos
+    theta[:, :, 2] = (torch.rand(n, 2, device=dev) * 2 - 1) * max_shift * 2
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2) -> torch.Tensor:
+    """Random brightness and contrast on a normalised batch, one draw per image."""
+    n = x.shape[0]
+    b = (torch.rand(n, 1, 1, 1, device=x.device) * 2 - 1) * brightness
+    c = 1 + (torch.rand(n, 1, 1, 1, device=x.device) * 2 - 1) * contrast
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * c + mean + b

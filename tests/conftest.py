@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dldl_core.data import data_root, read_utkface
+
+ROOT = Path(__file__).resolve().parent.parent
+AGE_WEIGHTS = ROOT / "weights" / "age.safetensors"
+
+
+@pytest.fixture(scope="session")
+def utkface_test():
+    """UTKFace test rows, or a skip when ../shared/data (or $DLDL_DATA) is absent."""
+    if not (data_root() / "age" / "utkface" / "labels.csv").is_file():
+        pytest.skip(f"UTKFace not found under {data_root()} (set DLDL_DATA to the data folder)")
+    rows = read_utkface(split="test")
+    return rows[:: max(1, len(rows) // 300)][:300]  # an even spread over the (age-sorted) list
+
+
+@pytest.fixture(scope="session")
+def age_predictor():
+    from dldl_core.predict import AgePredictor
+
+    return AgePredictor(AGE_WEIGHTS, "cpu")

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dldl_core.metrics import interval_coverage, mae
+
+
+def test_shipped_age_model_on_utkface_test(utkface_test, age_predictor):
+    """Regression guard on 300 test chips (the full-test figures are in benchmarks/age.py)."""
+    chips = [Image.open(r.path) for r in utkface_test]
+    out = age_predictor.predict_crops(chips)
+    true = torch.tensor([float(r.age) for r in utkface_test])
+    pred = torch.tensor([o["mean"] for o in out])
+    assert mae(pred, true) < 6.0
+    assert 0.7 <= interval_coverage(torch.tensor([o["interval"] for o in out]), true) <= 0.92
+    assert all(abs(sum(o["probs"]) - 1) < 1e-3 and o["interval"][0] <= o["mean"] <= o["interval"][1] for o in out)
+
+
+def test_card_describes_the_shipped_model(age_predictor):
+    card = age_predictor.card
+    assert card["task"] == "age" and len(card["input"]["crop"]["template"]) == 5
+    assert card["metrics"]["test"]["mae"] <= 5.3
+    assert {"command", "config", "date"} <= set(card["training"])
+
+
+def test_prediction_is_mirror_invariant(utkface_test, age_predictor):
+    chip = Image.open(utkface_test[40].path)
+    a, b = age_predictor.predict_crops([chip, chip.transpose(Image.FLIP_LEFT_RIGHT)])
+    assert abs(a["mean"] - b["mean"]) < 0.05

@@ -1,0 +1,45 @@
+"""The Gradio app through its HTTP API, as gradio_client users call it."""
+
+import json
+
+import pytest
+
+from dldl_core.examples import example_photos
+
+
+@pytest.fixture(scope="module")
+def client():
+    from gradio_client import Client
+
+    import app
+
+    app.demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield Client(app.demo.local_url, verbose=False)
+    finally:
+        app.demo.close()
+
+
+def test_analyze_faces_endpoint(client):
+    from gradio_client import handle_file
+
+    photos = example_photos()
+    annotated, chart, table, download, status = client.predict(handle_file(str(photos["astronaut"])), api_name="/analyze_faces")
+    assert status.startswith("1 face found")
+    assert annotated and chart
+    with open(download) as f:
+        result = json.load(f)
+    (face,) = result["faces"]
+    assert 20 <= face["age"]["mean"] <= 60 and len(face["age"]["probs"]) == 101
+    assert table["data"][0][0] == 1
+
+
+def test_no_face_and_bad_file(client, tmp_path):
+    from gradio_client import handle_file
+
+    *_, status = client.predict(handle_file(str(example_photos()["coffee (no face)"])), api_name="/analyze_faces")
+    assert status == "No face found in this photo."
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(Exception, match="Could not read"):
+        client.predict(handle_file(str(bad)), api_name="/analyze_faces")

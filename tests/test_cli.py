@@ -1,0 +1,67 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "dldl_core", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_predict_age_crops_and_bad_inputs(tmp_path, utkface_test):
+    chips = [str(r.path) for r in utkface_test[100:103]]
+    bad = tmp_path / "photo.jpg"
+    bad.write_text("not really a jpeg")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    out = tmp_path / "ages.jsonl"
+    proc = _run("predict", "age", *chips, str(bad), str(empty), "--crops", "--out", str(out))
+    assert proc.returncode == 1  # not every input could be read
+    rows = _lines(out)
+    assert [r["path"] for r in rows] == chips + [str(bad), str(empty)]
+    for row in rows[:3]:
+        (face,) = row["faces"]
+        age = face["age"]
+        assert set(age) == {"mean", "mode", "std", "interval", "probs"}
+        assert len(age["probs"]) == 101 and age["interval"][0] <= age["mean"] <= age["interval"][1]
+        assert 0 < age["mean"] < 100
+    assert "not a readable image" in rows[3]["error"] and "empty" in rows[4]["error"]
+    assert "photo.jpg" in proc.stderr
+
+
+def test_predict_age_with_detection(tmp_path, utkface_test):
+    chip = Image.open(utkface_test[120].path).convert("RGB")
+    canvas = Image.new("RGB", (500, 380), (90, 90, 90))
+    canvas.paste(chip, (220, 100))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    canvas.save(folder / "one_face.jpg", quality=95)
+    Image.new("RGB", (300, 200), (30, 140, 60)).save(folder / "no_face.png")
+    proc = _run("predict", "age", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["no_face.png", "one_face.jpg"]
+    assert rows[0]["faces"] == []
+    (face,) = rows[1]["faces"]
+    x0, y0, x1, y1 = face["box"]
+    assert 200 < x0 < x1 < 440 and 80 < y0 < y1 < 320
+    assert len(face["landmarks"]) == 5 and face["score"] > 0.9
+    assert len(face["age"]["probs"]) == 101
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    img = tmp_path / "x.png"
+    Image.new("RGB", (50, 50)).save(img)
+    proc = _run("predict", "age", str(img), "--weights", str(tmp_path / "none.safetensors"))
+    assert proc.returncode == 2
+    assert "weights file" in proc.stderr and "missing" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from dldl_core.distributions import bin_grid, gaussian_1d, gaussian_2d
+
+
+def test_bin_grid_includes_both_ends():
+    b = bin_grid(0, 100, 1)
+    assert len(b) == 101 and b[0] == 0 and b[-1] == 100
+    assert torch.allclose(bin_grid(-90, 90, 3)[:3], torch.tensor([-90.0, -87.0, -84.0]))
+
+
+def test_gaussian_1d_sums_to_one_and_peaks_at_label():
+    bins = bin_grid(0, 100, 1)
+    p = gaussian_1d(torch.tensor([0.0, 28.0, 63.0, 100.0]), bins, 2.0)
+    assert torch.allclose(p.sum(1), torch.ones(4))
+    assert p.argmax(1).tolist() == [0, 28, 63, 100]
+    # symmetric around an interior label
+    assert torch.allclose(p[1, 28 - 5], p[1, 28 + 5])
+
+
+def test_gaussian_1d_widens_with_sigma():
+    bins = bin_grid(0, 100, 1)
+    labels = torch.tensor([50.0])
+    stds = []
+    for sigma in (1.0, 2.0, 4.0):
+        p = gaussian_1d(labels, bins, sigma)[0]
+        mean = (p * bins).sum()
+        stds.append(float(((p * (bins - mean) ** 2).sum()).sqrt()))
+    assert stds[0] < stds[1] < stds[2]
+    assert stds[2] == pytest.approx(4.0, rel=0.01)  # far from the edges it is the Gaussian's own spread
+
+
+def test_gaussian_1d_per_example_sigma_and_clipping():
+    bins = bin_grid(0, 100, 1)
+    p = gaussian_1d(torch.tensor([116.0, 30.0]), bins, torch.tensor([2.0, 6.0]))
+    assert p[0].argmax() == 100  # ages beyond the grid fall in the last bin
+    assert p[1].max() < gaussian_1d(torch.tensor([30.0]), bins, 2.0).max()
+    with pytest.raises(ValueError):
+        gaussian_1d(torch.tensor([3.0]), bins, 0.0)
+
+
+def test_gaussian_2d_on_a_grid():
+    bx, by = bin_grid(-90, 90, 3), bin_grid(-90, 90, 3)
+    p = gaussian_2d(torch.tensor([[30.0, -12.0]]), bx, by, 3.0)
+    assert p.shape == (1, 61, 61)
+    assert float(p.sum()) == pytest.approx(1.0, abs=1e-5)
+    i, j = divmod(int(p[0].argmax()), 61)
+    assert (float(bx[i]), float(by[j])) == (30.0, -12.0)

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from dldl_core.faces import FaceDetector, aligned_crop, similarity_transform
+
+
+def test_similarity_transform_recovers_a_known_one():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (5, 2))
+    a = np.deg2rad(17.0)
+    m = 0.6 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    dst = src @ m.T + [12.0, -4.0]
+    est = similarity_transform(src, dst)
+    assert np.allclose(est[:, :2], m, atol=1e-9) and np.allclose(est[:, 2], [12.0, -4.0], atol=1e-9)
+
+
+def test_aligned_crop_puts_landmarks_on_the_template():
+    # Draw 5 dots, rotate the picture, and check that the crop brings them back to the template.
+    template = [[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.32, 0.7], [0.68, 0.7]]
+    big = np.zeros((600, 800, 3), np.uint8)
+    pts = np.array(template) * 240 + [300, 150]
+    c, s = np.cos(0.3), np.sin(0.3)
+    centre = pts.mean(0)
+    pts = (pts - centre) @ np.array([[c, -s], [s, c]]).T + centre
+    for x, y in pts.round().astype(int):
+        big[y - 3 : y + 4, x - 3 : x + 4] = 255
+    crop = np.asarray(aligned_crop(Image.fromarray(big), pts.tolist(), template, 100))[..., 0]
+    for tx, ty in np.array(template) * 100:
+        assert crop[int(ty) - 1 : int(ty) + 2, int(tx) - 1 : int(tx) + 2].mean() > 100
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+def test_no_face_in_a_plain_or_tiny_image(detector):
+    assert detector.detect(Image.new("RGB", (320, 240), (120, 160, 200))) == []
+    assert detector.detect(Image.new("RGB", (5, 5))) == []
+
+
+def _on_canvas(chip: Image.Image, size=(480, 400), at=(150, 90)) -> Image.Image:
+    canvas = Image.new("RGB", size, (128, 128, 128))
+    canvas.paste(chip, at)
+    return canvas
+
+
+def test_detect_and_align_matches_the_chip_itself(utkface_test, age_predictor, detector):
+    """A training-style chip seen through the full detection path gets nearly the same age."""
+    from dldl_core.predict import FacePipeline
+
+    pipeline = FacePipeline(age_predictor, detector)
+    rows = utkface_test[::15][:20]
+    chips = [Image.open(r.path).convert("RGB") for r in rows]
+    direct = [a["mean"] for a in age_predictor.predict_crops(chips)]
+    via_detection = []
+    for chip in chips:
+        faces = pipeline.analyze(_on_canvas(chip))
+        assert len(faces) == 1
+        x0, y0, x1, y1 = faces[0]["box"]
+        assert 100 < (x0 + x1) / 2 < 400 and 50 < (y0 + y1) / 2 < 330
+        via_detection.append(faces[0]["age"]["mean"])
+    diff = np.abs(np.array(direct) - np.array(via_detection))
+    assert diff.mean() < 2.0, diff

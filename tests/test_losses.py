@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from dldl_core.distributions import bin_grid, gaussian_1d
+from dldl_core.losses import dldl_loss, expectation_l1, kl_from_logits
+
+
+def test_kl_is_zero_at_equality_and_positive_elsewhere():
+    bins = bin_grid(0, 100, 1)
+    target = gaussian_1d(torch.tensor([20.0, 70.0]), bins, 2.0)
+    logits = target.log()
+    assert abs(float(kl_from_logits(logits, target))) < 1e-5
+    assert float(kl_from_logits(logits + torch.randn_like(logits), target)) > 0.01
+
+
+def test_kl_is_finite_for_extreme_logits_and_one_hot_targets():
+    target = torch.zeros(2, 5)
+    target[:, 2] = 1.0  # zeros in the target must contribute nothing
+    logits = torch.tensor([[1e4, -1e4, 0.0, 3.0, -2.0], [0.0, 0.0, 80.0, 0.0, 0.0]])
+    assert torch.isfinite(kl_from_logits(logits, target))
+
+
+def test_kl_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    bins = bin_grid(0, 20, 1).double()
+    target = gaussian_1d(torch.tensor([5.0, 12.5]), bins, 2.0).double()
+    logits = torch.randn(2, 21, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: kl_from_logits(z, target), (logits,))
+    labels = torch.tensor([5.0, 12.5], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: dldl_loss(z, target, bins, labels, lam=0.5), (logits,))
+
+
+def test_kl_gradient_is_softmax_minus_target():
+    target = gaussian_1d(torch.tensor([3.0]), bin_grid(0, 9, 1), 1.0)
+    logits = torch.randn(1, 10, requires_grad=True)
+    kl_from_logits(logits, target).backward()
+    assert torch.allclose(logits.grad, torch.softmax(logits.detach(), 1) - target, atol=1e-6)
+
+
+def test_expectation_term():
+    bins = bin_grid(0, 10, 1)
+    logits = torch.full((1, 11), -40.0)
+    logits[0, 4] = 0.0  # (nearly) all mass on 4
+    assert float(expectation_l1(logits, bins, torch.tensor([7.0]))) == pytest.approx(3.0)
+    target = gaussian_1d(torch.tensor([7.0]), bins, 1.0)
+    plain = dldl_loss(logits, target, bins, torch.tensor([7.0]), lam=0.0)
+    assert float(dldl_loss(logits, target, bins, torch.tensor([7.0]), lam=2.0) - plain) == pytest.approx(6.0, abs=1e-3)

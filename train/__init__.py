@@ -1,0 +1,1 @@
+"""Training entry points: ``python -m train.age`` and friends share ``train.engine``."""

@@ -1,0 +1,278 @@
+"""The one training loop every task shares.
+
+A task (``train.age``, ...) says what the data, model, loss and metrics are;
+this module does the rest the same way for all of them: device choice, AMP on
+CUDA, data-parallel training under ``torchrun`` (DDP, gloo on CPU, nccl on
+GPU), warm-up plus cosine learning rate, tqdm progress, validation every
+epoch, the best checkpoint kept, resuming from ``last.pt`` after an
+interruption, one final test evaluation and the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from dldl_core.checkpoint import save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Options every task has; a task's config subclasses this and adds its own."""
+
+    data: str | None = None  # data folder; default $DLDL_DATA or ../shared/data
+    out: str = "runs/task"  # run folder: last.pt, the best weights and their card
+    epochs: int = 10
+    batch_size: int = 64  # per process
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when present, else cpu
+    amp: bool = True  # mixed precision, used on CUDA only
+    limit: int = 0  # train on the first N training rows only (0 = all); for smoke tests
+    pretrained: bool = True  # start from the backbone's ImageNet weights
+    val_limit: int = 0  # evaluate on the first N val rows only (0 = all)
+    skip_test: bool = False  # do not evaluate on the test split at the end
+    resume: bool = False  # continue from out/last.pt
+    cache_dir: str | None = None  # decoded-image cache; default ~/.cache/dldl
+
+
+class Task:
+    """What a task defines. Images are uint8 arrays (N, H, W, 3); labels a float tensor."""
+
+    name = "task"
+    config: TrainConfig
+    higher_is_better = False  # for the selection metric ``score``
+
+    def build_model(self, pretrained: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
+        """Images and labels of one split; only its first ``limit`` rows when ``limit`` > 0."""
+        raise NotImplementedError
+
+    def prepare(self, images: np.ndarray) -> None:
+        """Anything measured on the training images before training (rank 0 only)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """What ``prepare`` measured, kept in last.pt so a resumed run has it too."""
+        return {}
+
+    def load_extra(self, extra: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` returned."""
+
+    def train_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch on the device -> augmented, normalised float batch."""
+        raise NotImplementedError
+
+    def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, images: np.ndarray, labels: torch.Tensor, device: torch.device) -> dict[str, float]:
+        """Metrics on one split; must include ``score``, the selection metric."""
+        raise NotImplementedError
+
+    def calibrate(self, model: nn.Module, images: np.ndarray, labels: torch.Tensor, device: torch.device) -> None:
+        """Post-hoc calibration on the validation split (e.g. a temperature); default none."""
+
+    def card(self) -> dict[str, Any]:
+        """Model, input and bins sections of the model card."""
+        raise NotImplementedError
+
+
+def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, **defaults: Any) -> TrainConfig:
+    """Command-line options generated from the config dataclass's fields."""
+    parser = argparse.ArgumentParser(description=cls.__doc__)
+    for f in dataclasses.fields(cls):
+        default = defaults.get(f.name, f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = {int: int, float: float}.get(type(default), str)
+            parser.add_argument(flag, type=kind, default=default)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup(cfg: TrainConfig) -> tuple[_Dist, torch.device]:
+    d = _Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda":
+        torch.cuda.set_device(d.local_rank)
+        device = torch.device("cuda", d.local_rank)
+    else:
+        device = torch.device(want)
+    if d.world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
+    return d, device
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def fit(task: Task) -> dict[str, Any]:
+    """Train ``task`` as its config says; returns the final model card (rank 0) or {}."""
+    cfg = task.config
+    d, device = _setup(cfg)
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed + d.rank)  # DDP copies rank 0's initial weights; augmentation differs per rank
+    np.random.seed(cfg.seed + d.rank)
+
+    train_x, train_y = task.load_split("train", cfg.limit)
+    val_x, val_y = task.load_split("val", cfg.val_limit)
+
+    last = out / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=True) if cfg.resume and last.is_file() else None
+    if cfg.resume and state is None and d.main:
+        print(f"no {last} to resume from; starting afresh", file=sys.stderr)
+    if state is None and d.main:
+        task.prepare(train_x)
+    elif state is not None:
+        task.load_extra(state.get("extra", {}))
+
+    # channels-last is about twice as fast on CPU (oneDNN) and what tensor cores want on GPU.
+    model = task.build_model(pretrained=cfg.pretrained and state is None).to(device, memory_format=torch.channels_last)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None) if d.world > 1 else model
+
+    steps_per_epoch = len(train_x) // (cfg.batch_size * d.world)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_x)} training rows are fewer than one global batch of {cfg.batch_size * d.world}")
+    total = steps_per_epoch * cfg.epochs
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(max(1, int(cfg.warmup_epochs * steps_per_epoch)), total))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best, history = 0, None, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best, history = state["epoch"], state["best"], list(state["history"])
+        if d.main:
+            print(f"resumed from {last} after epoch {start_epoch}", file=sys.stderr)
+
+    weights_path = out / f"{task.name}.safetensors"
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
+        perm = torch.randperm(len(train_x), generator=g)[: steps_per_epoch * cfg.batch_size * d.world]
+        shard = perm[d.rank :: d.world]
+        t0, seen, running = time.time(), 0, 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not d.main, mininterval=10, file=sys.stderr)
+        for step in bar:
+            idx = np.sort(shard[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy())
+            images = torch.from_numpy(np.ascontiguousarray(train_x[idx])).to(device, non_blocking=True)
+            labels = train_y[idx].to(device, non_blocking=True)
+            x = task.train_batch(images).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = task.loss(ddp(x), labels)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            seen += len(idx) * d.world
+            bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", refresh=False)
+        ips = seen / (time.time() - t0)
+
+        if d.main:
+            metrics = task.evaluate(model, val_x, val_y, device)
+            record = {"epoch": epoch + 1, "train_loss": round(running, 4), "images_per_s": round(ips, 1), "val": metrics}
+            history.append(record)
+            print(f"epoch {epoch + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({ips:.0f} img/s)", file=sys.stderr, flush=True)
+            better = best is None or (metrics["score"] > best if task.higher_is_better else metrics["score"] < best)
+            if better:
+                best = metrics["score"]
+                save_checkpoint(weights_path, model, _card(task, cfg, d, history, {"val": metrics}))
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = last.with_suffix(".tmp")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1,
+                    "best": best,
+                    "history": history,
+                    "extra": task.extra_state(),
+                },
+                tmp,
+            )
+            tmp.replace(last)
+        if d.world > 1:
+            dist.barrier()
+
+    card: dict[str, Any] = {}
+    if d.main:
+        from dldl_core.checkpoint import load_checkpoint
+
+        best_model, best_card = load_checkpoint(weights_path, device)
+        best_model = best_model.to(memory_format=torch.channels_last)
+        task.calibrate(best_model, val_x, val_y, device)
+        metrics = {"val": task.evaluate(best_model, val_x, val_y, device)}
+        if not cfg.skip_test:
+            test_x, test_y = task.load_split("test")
+            metrics["test"] = task.evaluate(best_model, test_x, test_y, device)
+            print("test: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items()), file=sys.stderr)
+        card = _card(task, cfg, d, history, metrics)
+        save_checkpoint(weights_path, best_model, card)
+        print(f"wrote {weights_path} and its card", file=sys.stderr)
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return card
+
+
+def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> dict[str, Any]:
+    card = {"task": task.name, **task.card()}
+    card["training"] = {
+        "command": "python -m train." + task.name + " " + " ".join(sys.argv[1:]),
+        "config": dataclasses.asdict(cfg),
+        "processes": d.world,
+        "torch": torch.__version__,
+        "date": dt.date.today().isoformat(),
+        "history": history,
+    }
+    card["metrics"] = metrics
+    return card
