@@ -92,8 +92,8 @@ def build() -> gr.Blocks:
                     gr.Examples([[str(p)] for p in example_photos().values()], inputs=[photo])
                 with gr.Column(scale=2):
                     status = gr.Markdown()
-                    annotated = gr.Image(label="Faces", type="pil", format="jpeg")
-                    chart = gr.Plot(label="Age distributions")
+                    annotated = gr.Image(label="Faces", type="pil", format="jpeg", elem_id="annotated")
+                    chart = gr.Plot(label="Age distributions", elem_id="age-chart")
                     table = gr.Dataframe(
                         headers=["face", "expected age", "most likely", "std", "80% interval", "detector score"],
                         label="Numbers",

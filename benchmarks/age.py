@@ -8,6 +8,7 @@ on N of them (each chip pasted on a grey canvas, as a photo would hold it).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         single.append((time.perf_counter() - t0) * 1000)
 
     print(f"Age on UTKFace test ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {age.device})")
-    print(f"weights: {args.weights} (trained {age.card['training']['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
+    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card['training']['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
     print()
     print("| path | faces | MAE (years) | CS(5) | 80% interval coverage |")
     print("|---|---|---|---|---|")

@@ -20,15 +20,17 @@ def age_label(age: dict[str, Any]) -> str:
     return f"{age['mean']:.0f} y ({lo:.0f}-{hi:.0f})"
 
 
-def annotate_faces(image: Image.Image, faces: list[dict[str, Any]]) -> Image.Image:
-    """A copy of ``image`` with every face boxed, numbered and labelled with its age."""
-    out = image.copy()
+def annotate_faces(image: Image.Image, faces: list[dict[str, Any]], max_side: int = 1600) -> Image.Image:
+    """A copy of ``image`` (at most ``max_side`` pixels wide or high) with every face boxed,
+    numbered and labelled with its age."""
+    scale = min(1.0, max_side / max(image.size))
+    out = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR) if scale < 1 else image.copy()
     draw = ImageDraw.Draw(out)
-    width = max(2, round(max(image.size) / 300))
-    font = ImageFont.load_default(size=max(12, round(max(image.size) / 45)))
+    width = max(2, round(max(out.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(out.size) / 45)))
     for i, face in enumerate(faces):
         colour = PALETTE[i % len(PALETTE)]
-        x0, y0, x1, y1 = face["box"]
+        x0, y0, x1, y1 = (v * scale for v in face["box"])
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         text = f"#{i + 1}" + (f" {age_label(face['age'])}" if "age" in face else "")
         l, t, r, b = draw.textbbox((0, 0), text, font=font)

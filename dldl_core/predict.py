@@ -30,6 +30,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _resized(image: Image.Image, size: int) -> Image.Image:
+    """RGB at size x size with the same filter the training cache used."""
+    image = image.convert("RGB")
+    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+
+
 class AgePredictor:
     """Age distributions from face crops framed like the training chips."""
 
@@ -43,21 +49,23 @@ class AgePredictor:
         self.size = int(inp["size"])
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
         self.template = inp["crop"]["template"]
+        # Crops are cut at the training chips' own size, then resized like the chips were.
+        self.crop_size = int(inp["crop"].get("size", self.size))
         readout = self.card.get("readout", {})
         self.temperature = float(readout.get("temperature", 1.0))
         self.tta_flip = bool(readout.get("tta_flip", False))
         self.level = float(readout.get("level", 0.8))
 
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
-        """The aligned crop of ``face``, at the model's input size."""
-        return aligned_crop(image, face.landmarks, self.template, self.size)
+        """The aligned crop of ``face``, framed and sized like a training chip."""
+        return aligned_crop(image, face.landmarks, self.template, self.crop_size)
 
     @torch.inference_mode()
     def probs(self, crops: list[Image.Image], batch_size: int = 64) -> torch.Tensor:
         """(N, bins) age distributions for crops of any size (resized to the input size)."""
         out = []
         for i in range(0, len(crops), batch_size):
-            arr = np.stack([np.asarray(c.convert("RGB").resize((self.size, self.size), Image.BILINEAR)) for c in crops[i : i + batch_size]])
+            arr = np.stack([np.asarray(_resized(c, self.size)) for c in crops[i : i + batch_size]])
             x = normalize(torch.from_numpy(arr).to(self.device), self.mean, self.std).contiguous(memory_format=torch.channels_last)
             z = self.model(x)["age"].float()
             if self.tta_flip:

@@ -24,7 +24,7 @@ from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.models import DistributionNet
 from dldl_core.readouts import credible_interval, expectation
 from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD, color_jitter, normalize, random_affine
-from train.engine import Task, TrainConfig, fit, parse_config
+from train.engine import Task, TrainConfig, fit, opt, parse_config
 
 CHIP_SIZE = 200  # UTKFace aligned chips are 200 x 200
 
@@ -33,17 +33,17 @@ CHIP_SIZE = 200  # UTKFace aligned chips are 200 x 200
 class AgeConfig(TrainConfig):
     """Train the DLDL age model on UTKFace."""
 
-    out: str = "runs/age"
-    epochs: int = 12
-    backbone: str = "mobilenet_v2"
-    image_size: int = 128
-    age_max: int = 100  # bins 0..age_max years, step 1; older ages fall in the last bin
-    sigma: float = 2.0  # spread (years) of the label distribution
-    lam: float = 1.0  # weight of DLDL-v2's expectation L1 term (0 = plain DLDL)
-    dropout: float = 0.2
-    tta_flip: bool = True  # average the distribution of the face and its mirror image
-    level: float = 0.8  # credible interval mass
-    template_chips: int = 500  # training chips used to measure the landmark template
+    out: str = opt("runs/age", "run folder: last.pt, the best weights and their card")
+    epochs: int = opt(12, "training epochs")
+    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
+    image_size: int = opt(128, "network input side in pixels")
+    age_max: int = opt(100, "bins 0..age_max years, step 1; older ages fall in the last bin")
+    sigma: float = opt(2.0, "spread (years) of the label distribution")
+    lam: float = opt(1.0, "weight of DLDL-v2's expectation L1 term (0 = plain DLDL)")
+    dropout: float = opt(0.2, "dropout before the distribution head")
+    tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
+    level: float = opt(0.8, "credible interval mass")
+    template_chips: int = opt(500, "training chips used to measure the landmark template")
 
 
 class AgeTask(Task):
@@ -129,6 +129,7 @@ class AgeTask(Task):
                 "std": list(IMAGENET_STD),
                 "crop": {
                     "kind": "aligned",
+                    "size": CHIP_SIZE,
                     "description": "similarity transform of the 5 MTCNN landmarks onto the template "
                     "(fractions of the crop side), as UTKFace's aligned 200x200 chips are framed",
                     "template": self.template.get("landmarks"),
@@ -148,7 +149,7 @@ class AgeTask(Task):
 
 
 def main(argv: list[str] | None = None) -> None:
-    fit(AgeTask(parse_config(AgeConfig, argv)))
+    fit(AgeTask(parse_config(AgeConfig, argv, prog="python -m train.age")))
 
 
 if __name__ == "__main__":

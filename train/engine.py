@@ -30,26 +30,31 @@ from tqdm import tqdm
 from dldl_core.checkpoint import save_checkpoint
 
 
+def opt(default: Any, help: str) -> Any:
+    """A config field with its command-line help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Options every task has; a task's config subclasses this and adds its own."""
 
-    data: str | None = None  # data folder; default $DLDL_DATA or ../shared/data
-    out: str = "runs/task"  # run folder: last.pt, the best weights and their card
-    epochs: int = 10
-    batch_size: int = 64  # per process
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    seed: int = 0
-    device: str = "auto"  # auto = cuda when present, else cpu
-    amp: bool = True  # mixed precision, used on CUDA only
-    limit: int = 0  # train on the first N training rows only (0 = all); for smoke tests
-    pretrained: bool = True  # start from the backbone's ImageNet weights
-    val_limit: int = 0  # evaluate on the first N val rows only (0 = all)
-    skip_test: bool = False  # do not evaluate on the test split at the end
-    resume: bool = False  # continue from out/last.pt
-    cache_dir: str | None = None  # decoded-image cache; default ~/.cache/dldl
+    data: str | None = opt(None, "data folder; default $DLDL_DATA or ../shared/data")
+    out: str = opt("runs/task", "run folder: last.pt, the best weights and their card")
+    epochs: int = opt(10, "training epochs")
+    batch_size: int = opt(64, "per process")
+    lr: float = opt(1e-3, "peak learning rate (AdamW, linear warm-up then cosine decay)")
+    weight_decay: float = opt(1e-4, "AdamW weight decay (not on biases and norms)")
+    warmup_epochs: float = opt(0.5, "epochs of linear learning-rate warm-up")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "auto = cuda when present, else cpu")
+    amp: bool = opt(True, "mixed precision, used on CUDA only")
+    limit: int = opt(0, "train on the first N training rows only (0 = all); for smoke tests")
+    pretrained: bool = opt(True, "start from the backbone's ImageNet weights")
+    val_limit: int = opt(0, "evaluate on the first N val rows only (0 = all)")
+    skip_test: bool = opt(False, "do not evaluate on the test split at the end")
+    resume: bool = opt(False, "continue from out/last.pt")
+    cache_dir: str | None = opt(None, "decoded-image cache; default ~/.cache/dldl")
 
 
 class Task:
@@ -95,17 +100,17 @@ class Task:
         raise NotImplementedError
 
 
-def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, **defaults: Any) -> TrainConfig:
+def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, prog: str | None = None) -> TrainConfig:
     """Command-line options generated from the config dataclass's fields."""
-    parser = argparse.ArgumentParser(description=cls.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
-        default = defaults.get(f.name, f.default)
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        help = f.metadata.get("help", "")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:
-            kind = {int: int, float: float}.get(type(default), str)
-            parser.add_argument(flag, type=kind, default=default)
+            kind = {int: int, float: float}.get(type(f.default), str)
+            parser.add_argument(flag, type=kind, default=f.default, help=help)
     return cls(**vars(parser.parse_args(argv)))
 
 
