@@ -199,12 +199,14 @@ def fit(task: Task) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
-        perm = torch.randperm(len(train_x), generator=g)[: steps_per_epoch * cfg.batch_size * d.world]
-        shard = perm[d.rank :: d.world]
+        perm = torch.randperm(len(train_x), generator=g)
+        glob = cfg.batch_size * d.world
         t0, seen, running = time.time(), 0, 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not d.main, mininterval=10, file=sys.stderr)
         for step in bar:
-            idx = np.sort(shard[step * cfg.batch_size : (step + 1) * cfg.batch_size].numpy())
+            # Each step's global batch is the same as a single process with the global batch size
+            # would take; every rank gets its share of it.
+            idx = np.sort(perm[step * glob : (step + 1) * glob][d.rank :: d.world].numpy())
             images = torch.from_numpy(np.ascontiguousarray(train_x[idx])).to(device, non_blocking=True)
             labels = train_y[idx].to(device, non_blocking=True)
             x = task.train_batch(images).contiguous(memory_format=torch.channels_last)
