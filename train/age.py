@@ -41,6 +41,7 @@ class AgeConfig(TrainConfig):
     sigma: float = opt(2.0, "spread (years) of the label distribution")
     lam: float = opt(1.0, "weight of DLDL-v2's expectation L1 term (0 = plain DLDL)")
     dropout: float = opt(0.2, "dropout before the distribution head")
+    augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast while training")
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
     level: float = opt(0.8, "credible interval mass")
     template_chips: int = opt(500, "training chips used to measure the landmark template")
@@ -78,7 +79,8 @@ class AgeTask(Task):
         self.template = extra["template"]
 
     def train_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return color_jitter(random_affine(normalize(images)))
+        x = normalize(images)
+        return color_jitter(random_affine(x)) if self.config.augment else x
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         target = gaussian_1d(labels, self.bins, self.config.sigma)

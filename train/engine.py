@@ -250,6 +250,7 @@ def fit(task: Task) -> dict[str, Any]:
         if d.world > 1:
             dist.barrier()
 
+    in_sync = _ranks_in_sync(model) if d.world > 1 else True
     card: dict[str, Any] = {}
     if d.main:
         from dldl_core.checkpoint import load_checkpoint
@@ -263,12 +264,26 @@ def fit(task: Task) -> dict[str, Any]:
             metrics["test"] = task.evaluate(best_model, test_x, test_y, device)
             print("test: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items()), file=sys.stderr)
         card = _card(task, cfg, d, history, metrics)
+        card["training"]["ranks_in_sync"] = in_sync
         save_checkpoint(weights_path, best_model, card)
         print(f"wrote {weights_path} and its card", file=sys.stderr)
     if d.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return card
+
+
+def _ranks_in_sync(model: nn.Module) -> bool:
+    """Whether every DDP rank holds the same trained parameters (compared through a checksum).
+
+    Batch-norm running statistics are left out: DDP copies rank 0's at each forward pass, and
+    only rank 0's are saved.
+    """
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    lo, hi = total.clone().reshape(1), total.clone().reshape(1)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool(lo == hi)
 
 
 def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> dict[str, Any]:
