@@ -46,12 +46,15 @@ def read_utkface(root: str | os.PathLike | None = None, split: str | None = None
     return [r for r in rows if split is None or r.split == split]
 
 
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """RGB at ``size`` x ``size``: the one resize that training and inference both use."""
+    image = image.convert("RGB")
+    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+
+
 def decode_resized(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        return np.asarray(resize_square(im, size), dtype=np.uint8)
 
 
 def image_cache(paths: list[Path], size: int, cache_dir: str | os.PathLike | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_checkpoint
-from .data import PROJECT_ROOT
+from .data import PROJECT_ROOT, resize_square
 from .distributions import bin_grid
 from .faces import Face, FaceDetector, aligned_crop
 from .readouts import summarize
@@ -28,12 +28,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _resized(image: Image.Image, size: int) -> Image.Image:
-    """RGB at size x size with the same filter the training cache used."""
-    image = image.convert("RGB")
-    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
 
 
 class AgePredictor:
@@ -65,7 +59,7 @@ class AgePredictor:
         """(N, bins) age distributions for crops of any size (resized to the input size)."""
         out = []
         for i in range(0, len(crops), batch_size):
-            arr = np.stack([np.asarray(_resized(c, self.size)) for c in crops[i : i + batch_size]])
+            arr = np.stack([np.asarray(resize_square(c, self.size)) for c in crops[i : i + batch_size]])
             x = normalize(torch.from_numpy(arr).to(self.device), self.mean, self.std).contiguous(memory_format=torch.channels_last)
             z = self.model(x)["age"].float()
             if self.tta_flip:

@@ -20,6 +20,18 @@ def utkface_test():
 
 
 @pytest.fixture(scope="session")
+def app_url():
+    """The Gradio app served in-process on a free local port, once for the session."""
+    import app
+
+    app.demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield app.demo.local_url
+    finally:
+        app.demo.close()
+
+
+@pytest.fixture(scope="session")
 def age_predictor():
     from dldl_core.predict import AgePredictor
 

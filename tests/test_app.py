@@ -8,16 +8,10 @@ from dldl_core.examples import example_photos
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(app_url):
     from gradio_client import Client
 
-    import app
-
-    app.demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        yield Client(app.demo.local_url, verbose=False)
-    finally:
-        app.demo.close()
+    return Client(app_url, verbose=False)
 
 
 def test_analyze_faces_endpoint(client):

@@ -12,32 +12,26 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
-def test_upload_and_see_results(tmp_path):
+def test_upload_and_see_results(tmp_path, app_url):
     from playwright.sync_api import sync_playwright
 
-    import app
-
-    app.demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync"],
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1250})
-            page.goto(app.demo.local_url, wait_until="networkidle")
-            page.locator("input[type=file]").first.set_input_files(str(example_photos()["astronaut"]))
-            page.get_by_text("1 face found").wait_for(timeout=120_000)
-            annotated = page.locator("#annotated img").first
-            annotated.wait_for(timeout=30_000)
-            assert annotated.evaluate("img => img.complete && img.naturalWidth") > 100
-            chart = page.locator("#age-chart img").first
-            chart.wait_for(timeout=30_000)
-            assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
-            shot = Path(os.environ.get("DLDL_SCREENSHOT", tmp_path / "app.png"))
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 50_000
-            browser.close()
-    finally:
-        app.demo.close()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1250})
+        page.goto(app_url, wait_until="networkidle")
+        page.locator("input[type=file]").first.set_input_files(str(example_photos()["astronaut"]))
+        page.get_by_text("1 face found").wait_for(timeout=120_000)
+        annotated = page.locator("#annotated img").first
+        annotated.wait_for(timeout=30_000)
+        assert annotated.evaluate("img => img.complete && img.naturalWidth") > 100
+        chart = page.locator("#age-chart img").first
+        chart.wait_for(timeout=30_000)
+        assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
+        shot = Path(os.environ.get("DLDL_SCREENSHOT", tmp_path / "app.png"))
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 50_000
+        browser.close()

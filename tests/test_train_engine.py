@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from dldl_core.checkpoint import load_checkpoint
 from train.age import AgeConfig, AgeTask
