@@ -16,6 +16,7 @@ import time
 import torch
 from PIL import Image
 
+from benchmarks.timing import per_face_ms
 from dldl_core.data import read_utkface
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline
@@ -40,15 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     chips = [Image.open(r.path).convert("RGB") for r in rows]
     true = [float(r.age) for r in rows]
 
-    age.predict_crops(chips[:64])  # warm-up
-    t0 = time.perf_counter()
     out = age.predict_crops(chips)
-    batched_ms = (time.perf_counter() - t0) / len(chips) * 1000
-    single = []
-    for chip in chips[:50]:
-        t0 = time.perf_counter()
-        age.predict_crops([chip])
-        single.append((time.perf_counter() - t0) * 1000)
+    batched_ms, single_ms = per_face_ms(age.predict_crops, chips)
 
     print(f"Age on UTKFace test ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {age.device})")
     print(f"weights: {os.path.relpath(args.weights)} (trained {age.card['training']['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| speed | ms |")
     print("|---|---|")
     print(f"| age model, per face in batches of 64 | {batched_ms:.1f} |")
-    print(f"| age model, one face (median) | {statistics.median(single):.1f} |")
+    print(f"| age model, one face (median) | {single_ms:.1f} |")
     if args.detect:
         print(f"| full pipeline on a 480x400 photo, one face (median) | {statistics.median(det_ms):.1f} |")
 

@@ -47,6 +47,15 @@ def _mobilenet_v2(pretrained: bool) -> nn.Module:
     return nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+def imagenet_classifier(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ImageNet classifier (weight (1000, features), bias (1000,)) that sat on top of a
+    backbone's features in its pretrained file, for initialising heads by transfer."""
+    if name != "mobilenet_v2":
+        raise ValueError(f"no ImageNet classifier is known for backbone {name!r}")
+    state = torch.load(_mobilenet_v2_weights(), map_location="cpu", weights_only=True)
+    return state["classifier.1.weight"], state["classifier.1.bias"]
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(_mobilenet_v2, 1280),
 }

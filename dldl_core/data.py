@@ -1,4 +1,4 @@
-"""Dataset access: where the data lives, the UTKFace table, and a decoded-image cache.
+"""Dataset access: where the data lives, the age, head-pose and multi-label tables, a decoded-image cache.
 
 Data never lives in the repository. It is found through an explicit path, the
 ``DLDL_DATA`` variable, or ``../shared/data`` beside the project.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,30 +48,139 @@ def read_utkface(root: str | os.PathLike | None = None, split: str | None = None
     return [r for r in rows if split is None or r.split == split]
 
 
+@dataclass(frozen=True)
+class PoseRecord:
+    path: Path
+    pose: tuple[float, float, float]  # yaw, pitch, roll in degrees (the data README's sign convention)
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 of the face in the image
+    split: str
+    teachers: tuple[tuple[float, float, float], ...] = ()  # other models' (yaw, pitch, roll), when known
+
+
+def read_pose(dataset: str, root: str | os.PathLike | None = None, split: str | None = None) -> list[PoseRecord]:
+    """Rows of ``pose/<dataset>/labels.csv`` (``aflw`` or ``aflw2000``), with the teachers of ``aflw``."""
+    folder = data_root(root) / "pose" / dataset
+    table = folder / "labels.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"head-pose table not found at {table}; set --data or DLDL_DATA")
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    teachers: list[tuple] = [()] * len(rows)
+    if (folder / "teachers.csv").is_file():
+        with (folder / "teachers.csv").open(newline="") as f:
+            trows = list(csv.DictReader(f))
+        if [t["path"] for t in trows] != [r["path"] for r in rows]:
+            raise ValueError(f"{folder / 'teachers.csv'} does not list the rows of {table} in order")
+        names = sorted({k.split("_", 1)[1] for k in trows[0] if "_" in k})
+        teachers = [tuple(tuple(float(t[f"{a}_{n}"]) for a in ("yaw", "pitch", "roll")) for n in names) for t in trows]
+    out = [
+        PoseRecord(
+            folder / r["path"],
+            (float(r["yaw"]), float(r["pitch"]), float(r["roll"])),
+            (float(r["x_min"]), float(r["y_min"]), float(r["x_max"]), float(r["y_max"])),
+            r["split"],
+            t,
+        )
+        for r, t in zip(rows, teachers)
+    ]
+    return [r for r in out if split is None or r.split == split]
+
+
 def resize_square(image: Image.Image, size: int) -> Image.Image:
     """RGB at ``size`` x ``size``: the one resize that training and inference both use."""
     image = image.convert("RGB")
     return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
 
 
-def decode_resized(path: Path, size: int) -> np.ndarray:
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+COCO_TO_VOC = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "sofa", "dining table": "diningtable",
+               "potted plant": "pottedplant", "tv": "tvmonitor"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MultiLabelRecord:
+    path: Path
+    present: frozenset[str]  # VOC classes with at least one clear object
+    ambiguous: frozenset[str]  # VOC classes seen only through ambiguous objects (difficult, crowd, tiny)
+    split: str
+
+
+def read_coco_multilabel(root: str | os.PathLike | None = None, split: str | None = None, small_area: float = 32 * 32) -> list[MultiLabelRecord]:
+    """``multilabel/coco_tiny`` as VOC-class labels; crowd regions and objects under ``small_area``
+    pixels count as ambiguous. Images without any VOC object are left out."""
+    folder = data_root(root) / "multilabel" / "coco_tiny"
+    table = folder / "instances.json"
+    if not table.is_file():
+        raise FileNotFoundError(f"COCO tiny annotations not found at {table}; set --data or DLDL_DATA")
+    coco = json.loads(table.read_text())
+    names = {c["id"]: COCO_TO_VOC.get(c["name"], c["name"]) for c in coco["categories"]}
+    clear: dict[int, set] = {}
+    unclear: dict[int, set] = {}
+    for a in coco["annotations"]:
+        name = names[a["category_id"]]
+        if name in VOC_CLASSES:
+            vague = bool(a.get("iscrowd")) or a["area"] < small_area
+            (unclear if vague else clear).setdefault(a["image_id"], set()).add(name)
+    out = []
+    for im in coco["images"]:
+        c, u = clear.get(im["id"], set()), unclear.get(im["id"], set())
+        if (c or u) and (split is None or im["split"] == split):
+            out.append(MultiLabelRecord(folder / "images" / im["file_name"], frozenset(c), frozenset(u - c), im["split"]))
+    return out
+
+
+def read_voc(folder: str | os.PathLike, split: str) -> list[MultiLabelRecord]:
+    """A PASCAL VOC layout: ``ImageSets/Main/<split>.txt``, ``Annotations/<id>.xml`` (objects with
+    ``difficult`` flags, which count as ambiguous) and ``JPEGImages/<id>.jpg``."""
+    folder = Path(folder)
+    ids = (folder / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+    out = []
+    for i in ids:
+        root = ET.parse(folder / "Annotations" / f"{i}.xml").getroot()
+        clear, unclear = set(), set()
+        for obj in root.iter("object"):
+            name = (obj.findtext("name") or "").strip()
+            if name not in VOC_CLASSES:
+                raise ValueError(f"{folder / 'Annotations' / f'{i}.xml'}: unknown class {name!r}")
+            (unclear if (obj.findtext("difficult") or "0").strip() == "1" else clear).add(name)
+        if clear or unclear:
+            out.append(MultiLabelRecord(folder / "JPEGImages" / f"{i}.jpg", frozenset(clear), frozenset(unclear - clear), split))
+    return out
+
+
+Square = tuple[tuple[float, float], float]  # centre (x, y) and side of an upright square crop, in pixels
+
+
+def decode_resized(path: Path, size: int, square: Square | None = None) -> np.ndarray:
+    """The image (or the ``square`` crop of it) as uint8 RGB ``size`` x ``size``."""
+    from .faces import square_crop
+
     with Image.open(path) as im:
+        if square is not None:
+            return np.asarray(square_crop(im.convert("RGB"), square[0], square[1], size), dtype=np.uint8)
         return np.asarray(resize_square(im, size), dtype=np.uint8)
 
 
-def image_cache(paths: list[Path], size: int, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """All images decoded and resized to ``size`` as one uint8 array (N, size, size, 3).
+def image_cache(
+    paths: list[Path], size: int, cache_dir: str | os.PathLike | None = None, squares: list[Square] | None = None
+) -> np.ndarray:
+    """All images (or their ``squares`` crops) decoded and resized to ``size``: uint8 (N, size, size, 3).
 
     Decoding JPEGs every epoch would cost more than the network on a small
     CPU, so the array is built once and kept in ``cache_dir`` (default
-    ``~/.cache/dldl``) under a name that hashes the file list and size.
+    ``~/.cache/dldl``) under a name that hashes the file list, crops and size.
     """
-    key = hashlib.sha1(("\n".join(map(str, paths)) + f"|{size}").encode()).hexdigest()[:16]
+    crops = [None] * len(paths) if squares is None else squares
+    desc = "\n".join(map(str, paths)) + f"|{size}" + ("" if squares is None else "|" + repr([(tuple(map(float, c)), float(s)) for c, s in squares]))
+    key = hashlib.sha1(desc.encode()).hexdigest()[:16]
     cache = Path(cache_dir or Path.home() / ".cache" / "dldl") / f"images_{size}_{key}.npy"
     if cache.is_file():
         return np.load(cache, mmap_mode="r")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arr = np.stack(list(pool.map(lambda p: decode_resized(p, size), paths)))
+        arr = np.stack(list(pool.map(lambda pc: decode_resized(pc[0], size, pc[1]), zip(paths, crops))))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")  # several DDP ranks may build it at once
     np.save(tmp, arr)

@@ -3,7 +3,8 @@
 DLDL replaces a hard label ``y`` by a discretised Gaussian centred on ``y``; the
 network then learns the whole distribution with a KL loss. The same
 construction serves every task: a 1-D grid for age or roll, the product of two
-1-D grids for the joint yaw x pitch distribution of head pose.
+1-D grids for the joint yaw x pitch distribution of head pose. Multi-label
+images spread their mass over the classes present instead.
 """
 
 from __future__ import annotations
@@ -41,10 +42,28 @@ def gaussian_2d(
     bins_y: torch.Tensor,
     sigma: float | torch.Tensor,
 ) -> torch.Tensor:
-    """Isotropic 2-D Gaussian over the grid ``bins_x`` x ``bins_y``, normalised over the grid.
+    """2-D Gaussian over the grid ``bins_x`` x ``bins_y``, normalised over the grid.
 
-    ``labels`` has shape (N, 2) holding (x, y). Returns (N, len(bins_x), len(bins_y)).
+    ``labels`` has shape (N, 2) holding (x, y). ``sigma`` is a float, a (N,)
+    tensor (isotropic, one spread per example) or a (N, 2) tensor (one spread
+    per axis and example). Returns (N, len(bins_x), len(bins_y)).
     """
-    px = gaussian_1d(labels[:, 0], bins_x, sigma)
-    py = gaussian_1d(labels[:, 1], bins_y, sigma)
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=labels.device)
+    sx, sy = (s[:, 0], s[:, 1]) if s.ndim == 2 else (s, s)
+    px = gaussian_1d(labels[:, 0], bins_x, sx)
+    py = gaussian_1d(labels[:, 1], bins_y, sy)
     return px[:, :, None] * py[:, None, :]
+
+
+def multilabel_distribution(present: torch.Tensor, ambiguous: torch.Tensor, weight: float) -> torch.Tensor:
+    """Distribution over classes for multi-label images: (N, C) from two (N, C) boolean masks.
+
+    Each class present gets mass 1, a class present only through ambiguous
+    objects (VOC's "difficult", COCO's crowds or tiny objects) gets ``weight``,
+    absent classes 0; each row is then normalised to sum 1. A row with nothing
+    present stays all zero (such images carry no label).
+    """
+    present, ambiguous = present.bool(), ambiguous.bool()
+    mass = torch.where(present, 1.0, torch.where(ambiguous, float(weight), 0.0))
+    total = mass.sum(1, keepdim=True)
+    return torch.where(total > 0, mass / total.clamp_min(1e-12), mass)

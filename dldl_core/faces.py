@@ -3,6 +3,8 @@
 Age models see aligned crops: a similarity transform (rotation, uniform scale,
 shift) maps the 5 detected landmarks onto a template measured on the training
 chips, so a detected face is framed as the chips the model learned from.
+Pose models see upright square crops (rotating would remove the roll they
+must predict), placed relative to the detector's box as measured on theirs.
 """
 
 from __future__ import annotations
@@ -103,6 +105,38 @@ def aligned_crop(image: Image.Image, landmarks: list[list[float]], template: lis
     return warp(image, similarity_transform(np.asarray(landmarks), dst), size)
 
 
+def square_crop(image: Image.Image, center: tuple[float, float], side: float, size: int) -> Image.Image:
+    """The upright square of ``side`` pixels around ``center``, resampled to ``size``; outside is black."""
+    k = size / side
+    cx, cy = center
+    return warp(image, np.array([[k, 0.0, -k * (cx - side / 2)], [0.0, k, -k * (cy - side / 2)]]), size)
+
+
+def box_square(box: list[float], framing: dict) -> tuple[tuple[float, float], float]:
+    """Centre and side of the crop square for a face ``box``, placed as ``framing`` says.
+
+    ``framing`` holds ``dx``, ``dy`` (offset of the crop centre from the box
+    centre) and ``side``, all in units of the box size (mean of its width and
+    height), as measured by ``measure_box_framing``.
+    """
+    x0, y0, x1, y1 = box
+    s = ((x1 - x0) + (y1 - y0)) / 2
+    return ((x0 + x1) / 2 + framing["dx"] * s, (y0 + y1) / 2 + framing["dy"] * s), framing["side"] * s
+
+
+def _detect_padded(chip: np.ndarray, detector: FaceDetector, pad: float) -> Face | None:
+    """The most confident face on a tight chip padded with grey; coordinates in the chip's pixels."""
+    side = chip.shape[1]
+    p = int(round(side * pad))
+    canvas = np.full((chip.shape[0] + 2 * p, side + 2 * p, 3), 128, np.uint8)
+    canvas[p : p + chip.shape[0], p : p + side] = chip
+    faces = detector.detect(Image.fromarray(canvas))
+    if not faces:
+        return None
+    best = max(faces, key=lambda f: f.score)
+    return Face([v - p for v in best.box], best.score, [[x - p, y - p] for x, y in best.landmarks])
+
+
 def measure_template(chips: np.ndarray, detector: FaceDetector, pad: float = 0.25) -> dict:
     """Median landmark positions (fractions of the side) over training chips (N, S, S, 3).
 
@@ -110,15 +144,7 @@ def measure_template(chips: np.ndarray, detector: FaceDetector, pad: float = 0.2
     leave the detector some context; the most confident face of each is used.
     """
     side = chips.shape[1]
-    p = int(round(side * pad))
-    found = []
-    for chip in chips:
-        canvas = np.full((side + 2 * p, side + 2 * p, 3), 128, np.uint8)
-        canvas[p : p + side, p : p + side] = chip
-        faces = detector.detect(Image.fromarray(canvas))
-        if faces:
-            best = max(faces, key=lambda f: f.score)
-            found.append((np.asarray(best.landmarks) - p) / side)
+    found = [np.asarray(f.landmarks) / side for f in (_detect_padded(c, detector, pad) for c in chips) if f]
     if not found:
         raise RuntimeError("no face was detected on any training chip; cannot measure the alignment template")
     pts = np.stack(found)
@@ -128,3 +154,23 @@ def measure_template(chips: np.ndarray, detector: FaceDetector, pad: float = 0.2
         "chips_measured": len(chips),
         "chips_detected": len(found),
     }
+
+
+def measure_box_framing(chips: np.ndarray, detector: FaceDetector, pad: float = 0.25) -> dict:
+    """Where training crops (N, S, S, 3) sit relative to the detector's box: the framing for ``box_square``.
+
+    Medians over the chips of the crop centre's offset from the detected box
+    centre and of the crop side, in units of the detected box size.
+    """
+    side = chips.shape[1]
+    rows = []
+    for chip in chips:
+        f = _detect_padded(chip, detector, pad)
+        if f:
+            x0, y0, x1, y1 = f.box
+            s = ((x1 - x0) + (y1 - y0)) / 2
+            rows.append([(side / 2 - (x0 + x1) / 2) / s, (side / 2 - (y0 + y1) / 2) / s, side / s])
+    if not rows:
+        raise RuntimeError("no face was detected on any training crop; cannot measure the crop framing")
+    med = np.median(np.asarray(rows), 0).round(4)
+    return {"dx": med[0].item(), "dy": med[1].item(), "side": med[2].item(), "chips_measured": len(chips), "chips_detected": len(rows)}

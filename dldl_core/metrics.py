@@ -1,4 +1,4 @@
-"""Evaluation metrics for scalar predictions with distributions."""
+"""Evaluation metrics: scalar predictions with distributions, and per-class ranking (multi-label)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,21 @@ def interval_coverage(interval: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of targets inside their predicted [lo, hi] interval (N, 2)."""
     t = target.float()
     return float(((t >= interval[:, 0]) & (t <= interval[:, 1])).float().mean())
+
+
+def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the precision-recall curve of one class (non-interpolated, as scikit-learn's
+    ``average_precision_score``): the mean of the precision at the rank of each positive."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    hits = positive.bool()[order].float()
+    if hits.sum() == 0:
+        raise ValueError("average precision needs at least one positive")
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def mean_average_precision(scores: torch.Tensor, positive: torch.Tensor) -> tuple[float, list[float | None]]:
+    """mAP over the classes (columns) with at least one positive, and each class's AP (None when it has none)."""
+    per = [average_precision(scores[:, c], positive[:, c]) if positive[:, c].any() else None for c in range(scores.shape[1])]
+    present = [a for a in per if a is not None]
+    return sum(present) / len(present), per

@@ -1,17 +1,18 @@
-"""Pictures of predictions: faces boxed and labelled, age distributions as bar charts."""
+"""Pictures of predictions: faces boxed and labelled with head axes, age distributions as bar
+charts, yaw x pitch distributions as heatmaps."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from .pose import head_axes
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+AXIS_COLOURS = ("#ff3030", "#30d030", "#3080ff")  # the head's right, up and nose axes
 
 
 def age_label(age: dict[str, Any]) -> str:
@@ -22,7 +23,7 @@ def age_label(age: dict[str, Any]) -> str:
 
 def annotate_faces(image: Image.Image, faces: list[dict[str, Any]], max_side: int = 1600) -> Image.Image:
     """A copy of ``image`` (at most ``max_side`` pixels wide or high) with every face boxed,
-    numbered and labelled with its age."""
+    numbered and labelled with its age, and its head axes drawn from the nose when its pose is known."""
     scale = min(1.0, max_side / max(image.size))
     out = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR) if scale < 1 else image.copy()
     draw = ImageDraw.Draw(out)
@@ -32,6 +33,8 @@ def annotate_faces(image: Image.Image, faces: list[dict[str, Any]], max_side: in
         colour = PALETTE[i % len(PALETTE)]
         x0, y0, x1, y1 = (v * scale for v in face["box"])
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        if "pose" in face:
+            draw_head_axes(draw, face, scale, width)
         text = f"#{i + 1}" + (f" {age_label(face['age'])}" if "age" in face else "")
         l, t, r, b = draw.textbbox((0, 0), text, font=font)
         ty = y0 - (b - t) - 2 * width if y0 - (b - t) - 2 * width >= 0 else y1 + width
@@ -40,16 +43,71 @@ def annotate_faces(image: Image.Image, faces: list[dict[str, Any]], max_side: in
     return out
 
 
+def draw_head_axes(draw: ImageDraw.ImageDraw, face: dict[str, Any], scale: float = 1.0, width: int = 2) -> None:
+    """The head's right (red), up (green) and nose (blue) axes from the nose tip, half a box long."""
+    x0, y0, x1, y1 = (v * scale for v in face["box"])
+    cx, cy = (face["landmarks"][2][0] * scale, face["landmarks"][2][1] * scale) if face.get("landmarks") else ((x0 + x1) / 2, (y0 + y1) / 2)
+    length = 0.5 * (x1 - x0)
+    pose = face["pose"]
+    for (dx, dy), colour in zip(head_axes(pose["yaw"], pose["pitch"], pose["roll"]), AXIS_COLOURS):
+        draw.line((cx, cy, cx + length * dx, cy + length * dy), fill=colour, width=width + 1)
+
+
+def _panels(n: int, width: float, height: float) -> tuple[Figure, list]:
+    """A figure with one panel per face, three to a row; with no face, a single "no face found" panel."""
+    cols = min(max(n, 1), 3)
+    rows = (max(n, 1) + cols - 1) // cols
+    # Figure() rather than pyplot: a long-running app must not keep every figure it ever drew.
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    if n == 0:
+        axes[0, 0].set_visible(True)
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no face found", ha="center", va="center")
+    return fig, list(axes.flat[:n])
+
+
+def pose_label(pose: dict[str, Any]) -> str:
+    """``yaw -12° pitch 5° roll 2°``."""
+    return " ".join(f"{k} {round(pose[k])}°" for k in ("yaw", "pitch", "roll"))  # round(): never "-0"
+
+
+def pose_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
+    """One heatmap per face (at most ``max_faces``) of the joint yaw x pitch distribution,
+    zoomed on its mass, with the expected pose marked and its 1- and 2-sigma ellipses."""
+    shown = faces[:max_faces]
+    fig, axes = _panels(len(shown), 3.6, 3.4)
+    for i, (face, ax) in enumerate(zip(shown, axes)):
+        pose = face["pose"]
+        g = pose["grid"]["yaw"]
+        half = g["step"] / 2
+        probs = np.asarray(pose["probs"])  # rows yaw, columns pitch
+        ax.imshow(probs.T, origin="lower", cmap="magma", aspect="equal", interpolation="nearest",
+                  extent=(g["start"] - half, g["stop"] + half, g["start"] - half, g["stop"] + half))
+        mean = np.array([pose["yaw"], pose["pitch"]])
+        vals, vecs = np.linalg.eigh(np.asarray(pose["cov"]))
+        t = np.linspace(0, 2 * np.pi, 100)
+        circle = np.stack([np.cos(t), np.sin(t)])
+        for k in (1, 2):
+            ring = mean[:, None] + k * vecs @ (np.sqrt(np.clip(vals, 0, None))[:, None] * circle)
+            ax.plot(ring[0], ring[1], color="white", lw=0.8, ls="-" if k == 1 else ":")
+        ax.plot(*mean, marker="+", color="cyan", ms=12, mew=2, label="expected")
+        reach = max(25.0, 3 * float(np.sqrt(vals.max())))
+        ax.set_xlim(max(g["start"] - half, mean[0] - reach), min(g["stop"] + half, mean[0] + reach))
+        ax.set_ylim(max(g["start"] - half, mean[1] - reach), min(g["stop"] + half, mean[1] + reach))
+        ax.set_title(f"face #{i + 1}: {pose_label(pose)}", fontsize=9, color=PALETTE[i % len(PALETTE)])
+        ax.set_xlabel("yaw (°, + = nose to image left)", fontsize=8)
+        ax.set_ylabel("pitch (°, + = up)", fontsize=8)
+    return fig
+
+
 def age_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
     """One bar chart per face (at most ``max_faces``): the distribution, its mean and interval."""
     shown = faces[:max_faces]
-    n = max(1, len(shown))
-    cols = min(n, 3)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(shown):]:
-        ax.set_visible(False)
-    for i, (face, ax) in enumerate(zip(shown, axes.flat)):
+    fig, axes = _panels(len(shown), 4.2, 2.8)
+    for i, (face, ax) in enumerate(zip(shown, axes)):
         age = face["age"]
         probs = age["probs"]
         colour = PALETTE[i % len(PALETTE)]
@@ -62,7 +120,22 @@ def age_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
         ax.set_ylabel("probability")
         ax.set_xlim(max(0, lo - 20), min(len(probs) - 1, hi + 20))
         ax.legend(fontsize=7, loc="upper right", frameon=False)
-    if not shown:
-        axes[0, 0].set_axis_off()
-        axes[0, 0].text(0.5, 0.5, "no face found", ha="center", va="center")
+    return fig
+
+
+def class_chart(result: dict[str, Any], threshold: float | None = None, top: int = 20) -> Figure:
+    """Horizontal bars of the class scores (the ``top`` highest, best at the top); classes named
+    present are coloured, the naming threshold is a dashed line."""
+    items = sorted(result["scores"].items(), key=lambda kv: kv[1])[-top:]
+    names, scores = [k for k, _ in items], [v for _, v in items]
+    fig = Figure(figsize=(6.0, 0.28 * len(items) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    colours = [PALETTE[2] if n in result["labels"] else "#b0b0b0" for n in names]
+    ax.barh(names, scores, color=colours)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1, label=f"named present at {threshold:.2f}")
+        ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.set_xlabel("score (share of the predicted label distribution)")
+    ax.set_xlim(0, max(1e-3, max(scores)) * 1.1)
+    ax.set_title("objects: " + (", ".join(result["labels"]) or "none named"), fontsize=10)
     return fig

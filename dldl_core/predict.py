@@ -1,13 +1,15 @@
 """Predictors: image -> faces -> crops -> model -> distributions -> readouts.
 
-``AgePredictor`` turns face crops into age distributions; ``FacePipeline``
-runs detection once and every face model on each face found.
+``AgePredictor`` turns aligned face crops into age distributions,
+``PosePredictor`` upright square crops into head-pose distributions;
+``FacePipeline`` runs detection once and every face model on each face found.
+``MultiLabelPredictor`` turns whole images into class distributions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -16,7 +18,10 @@ from PIL import Image
 from .checkpoint import load_checkpoint
 from .data import PROJECT_ROOT, resize_square
 from .distributions import bin_grid
-from .faces import Face, FaceDetector, aligned_crop
+from .faces import Face, FaceDetector, aligned_crop, box_square, square_crop
+from .models import with_mirror
+from .multilabel import class_scores, name_present
+from .pose import pose_probs, summarize_pose
 from .readouts import summarize
 from .transforms import normalize
 
@@ -30,25 +35,39 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-class AgePredictor:
-    """Age distributions from face crops framed like the training chips."""
+class CropModel:
+    """A shipped model and how its card says to feed it: crops -> normalised batches."""
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "age.safetensors", device: str | torch.device = "auto"):
+    def __init__(self, weights: str | Path, device: str | torch.device = "auto"):
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(weights, self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
-        b = self.card["bins"]["age"]
-        self.bins = bin_grid(b["start"], b["stop"], b["step"])
         inp = self.card["input"]
         self.size = int(inp["size"])
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
-        self.template = inp["crop"]["template"]
+        self.readout = self.card.get("readout", {})
+        self.tta_flip = bool(self.readout.get("tta_flip", False))
+
+    def batches(self, crops: list[Image.Image], batch_size: int) -> Iterator[torch.Tensor]:
+        """Normalised channels-last batches of crops of any size (resized to the input size)."""
+        for i in range(0, len(crops), batch_size):
+            arr = np.stack([np.asarray(resize_square(c, self.size)) for c in crops[i : i + batch_size]])
+            yield normalize(torch.from_numpy(arr).to(self.device), self.mean, self.std).contiguous(memory_format=torch.channels_last)
+
+
+class AgePredictor(CropModel):
+    """Age distributions from face crops framed like the training chips."""
+
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "age.safetensors", device: str | torch.device = "auto"):
+        super().__init__(weights, device)
+        b = self.card["bins"]["age"]
+        self.bins = bin_grid(b["start"], b["stop"], b["step"])
+        crop = self.card["input"]["crop"]
+        self.template = crop["template"]
         # Crops are cut at the training chips' own size, then resized like the chips were.
-        self.crop_size = int(inp["crop"].get("size", self.size))
-        readout = self.card.get("readout", {})
-        self.temperature = float(readout.get("temperature", 1.0))
-        self.tta_flip = bool(readout.get("tta_flip", False))
-        self.level = float(readout.get("level", 0.8))
+        self.crop_size = int(crop.get("size", self.size))
+        self.temperature = float(self.readout.get("temperature", 1.0))
+        self.level = float(self.readout.get("level", 0.8))
 
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
         """The aligned crop of ``face``, framed and sized like a training chip."""
@@ -56,14 +75,14 @@ class AgePredictor:
 
     @torch.inference_mode()
     def probs(self, crops: list[Image.Image], batch_size: int = 64) -> torch.Tensor:
-        """(N, bins) age distributions for crops of any size (resized to the input size)."""
+        """(N, bins) age distributions."""
         out = []
-        for i in range(0, len(crops), batch_size):
-            arr = np.stack([np.asarray(resize_square(c, self.size)) for c in crops[i : i + batch_size]])
-            x = normalize(torch.from_numpy(arr).to(self.device), self.mean, self.std).contiguous(memory_format=torch.channels_last)
-            z = self.model(x)["age"].float()
+        for x in self.batches(crops, batch_size):
             if self.tta_flip:
-                z = 0.5 * (z + self.model(x.flip(3))["age"].float())
+                plain, mirrored = with_mirror(self.model, x)
+                z = 0.5 * (plain["age"].float() + mirrored["age"].float())
+            else:
+                z = self.model(x)["age"].float()
             out.append(torch.softmax(z / self.temperature, dim=1).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.bins))
 
@@ -72,15 +91,86 @@ class AgePredictor:
         return summarize(self.probs(crops), self.bins, self.level) if crops else []
 
 
+class PosePredictor(CropModel):
+    """Head-pose distributions (joint yaw x pitch, and roll) from upright square face crops."""
+
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "pose.safetensors", device: str | torch.device = "auto"):
+        super().__init__(weights, device)
+        b = self.card["bins"]["yaw"]
+        self.step = float(b["step"])
+        self.bins = bin_grid(b["start"], b["stop"], self.step)
+        self.framing = self.card["input"]["crop"]
+
+    def crop(self, image: Image.Image, face: Face) -> Image.Image:
+        """The square around a detected face, placed as the training crops sat around the detector's box."""
+        centre, side = box_square(face.box, self.framing["from_detector"])
+        return square_crop(image, centre, side, self.size)
+
+    def crop_from_box(self, image: Image.Image, box: list[float]) -> Image.Image:
+        """The square around an annotated face box (the AFLW2000 protocol), framed like the training crops."""
+        centre, side = box_square(box, self.framing["from_box"])
+        return square_crop(image, centre, side, self.size)
+
+    @torch.inference_mode()
+    def probs(self, crops: list[Image.Image], batch_size: int = 64) -> dict[str, torch.Tensor]:
+        """``yaw_pitch`` (N, Y, P) and ``roll`` (N, R) distributions."""
+        parts = [pose_probs(self.model, x, self.tta_flip) for x in self.batches(crops, batch_size)]
+        n = len(self.bins)
+        if not parts:
+            return {"yaw_pitch": torch.zeros(0, n, n), "roll": torch.zeros(0, n)}
+        return {k: torch.cat([p[k] for p in parts]).cpu() for k in ("yaw_pitch", "roll")}
+
+    def predict_crops(self, crops: list[Image.Image]) -> list[dict[str, Any]]:
+        """Readouts (yaw, pitch, roll, cov, roll_std, grid, probs) for each crop."""
+        return summarize_pose(self.probs(crops), self.bins, self.step) if crops else []
+
+
+class MultiLabelPredictor(CropModel):
+    """Per-class scores (the predicted distribution over the classes) for whole images."""
+
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "multilabel.safetensors", device: str | torch.device = "auto"):
+        super().__init__(weights, device)
+        self.classes = list(self.card["classes"])
+        self.activation = self.readout.get("activation", "softmax")
+        self.threshold = float(self.readout.get("threshold", 0.5))
+
+    @torch.inference_mode()
+    def scores(self, images: list[Image.Image], batch_size: int = 32) -> torch.Tensor:
+        """(N, C) scores; images of any size are resized to the input square, as in training."""
+        out = [class_scores(self.model(x)["classes"], self.activation).cpu() for x in self.batches(images, batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def predict_images(self, images: list[Image.Image]) -> list[dict[str, Any]]:
+        """``{"scores": {class: score, ...}, "labels": [classes named present, best first]}`` per image."""
+        s = self.scores(images)
+        named = name_present(s, self.threshold)
+        out = []
+        for row, keep in zip(s, named):
+            order = torch.argsort(row, descending=True).tolist()
+            out.append({
+                "scores": {c: round(float(v), 4) for c, v in zip(self.classes, row)},
+                "labels": [self.classes[i] for i in order if keep[i]],
+            })  # fmt: skip
+        return out
+
+
 class FacePipeline:
     """Detect every face once, then run each face model on all of them as one batch."""
 
-    def __init__(self, age: AgePredictor, detector: FaceDetector | None = None):
-        self.age = age
-        self.detector = detector or FaceDetector(device=age.device)
+    def __init__(self, age: AgePredictor | None = None, pose: PosePredictor | None = None, detector: FaceDetector | None = None):
+        if age is None and pose is None:
+            raise ValueError("FacePipeline needs at least one face model")
+        self.models = {k: m for k, m in (("age", age), ("pose", pose)) if m is not None}
+        self.detector = detector or FaceDetector(device=next(iter(self.models.values())).device)
 
     def analyze(self, image: Image.Image) -> list[dict[str, Any]]:
-        """One dict per face: box, score, landmarks and the age readouts."""
-        faces = self.detector.detect(image)
-        ages = self.age.predict_crops([self.age.crop(image, f) for f in faces])
-        return [{**f.to_json(), "age": a} for f, a in zip(faces, ages)]
+        """One dict per face: box, score, landmarks and each model's readouts."""
+        return self.describe(image, self.detector.detect(image))
+
+    def describe(self, image: Image.Image, faces: list[Face]) -> list[dict[str, Any]]:
+        """The readouts of every face model for faces already detected in ``image``."""
+        rows = [f.to_json() for f in faces]
+        for name, model in self.models.items():
+            for row, result in zip(rows, model.predict_crops([model.crop(image, f) for f in faces])):
+                row[name] = result
+        return rows

@@ -1,4 +1,4 @@
-"""Readouts of a predicted 1-D distribution: what a user is shown."""
+"""Readouts of a predicted distribution (1-D, or a joint 2-D grid): what a user is shown."""
 
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def credible_interval(probs: torch.Tensor, bins: torch.Tensor, level: float = 0.
     # Guard against round-off: a cdf of 0.8999999 must still reach 0.9.
     idx = torch.searchsorted(cdf.contiguous(), (q - 1e-6).expand(len(cdf), 2).contiguous())
     return b[idx.clamp(max=len(b) - 1)]
+
+
+def joint_moments(probs: torch.Tensor, bins_x: torch.Tensor, bins_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (N, 2) and covariance (N, 2, 2) of joint distributions ``probs`` (N, len(bins_x), len(bins_y))."""
+    bx, by = bins_x.to(probs), bins_y.to(probs)
+    px, py = probs.sum(2), probs.sum(1)
+    mx, my = px @ bx, py @ by
+    dx, dy = bx[None, :] - mx[:, None], by[None, :] - my[:, None]
+    vxx = (px * dx**2).sum(1)
+    vyy = (py * dy**2).sum(1)
+    vxy = torch.einsum("nij,ni,nj->n", probs, dx, dy)
+    cov = torch.stack([torch.stack([vxx, vxy], 1), torch.stack([vxy, vyy], 1)], 1)
+    return torch.stack([mx, my], 1), cov
 
 
 def summarize(probs: torch.Tensor, bins: torch.Tensor, level: float = 0.8) -> list[dict]:

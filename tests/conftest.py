@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from dldl_core.data import data_root, read_utkface
+from dldl_core.data import data_root, read_pose, read_utkface
 
 ROOT = Path(__file__).resolve().parent.parent
 AGE_WEIGHTS = ROOT / "weights" / "age.safetensors"
+POSE_WEIGHTS = ROOT / "weights" / "pose.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,24 @@ def age_predictor():
     from dldl_core.predict import AgePredictor
 
     return AgePredictor(AGE_WEIGHTS, "cpu")
+
+
+@pytest.fixture(scope="session")
+def aflw2000():
+    """200 AFLW2000 rows spread over the set, or a skip when the data is absent."""
+    if not (data_root() / "pose" / "aflw2000" / "labels.csv").is_file():
+        pytest.skip(f"AFLW2000 not found under {data_root()} (set DLDL_DATA to the data folder)")
+    rows = read_pose("aflw2000")
+    return rows[:: len(rows) // 200][:200]
+
+
+@pytest.fixture(scope="session")
+def pose_weights():
+    return POSE_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def pose_predictor():
+    from dldl_core.predict import PosePredictor
+
+    return PosePredictor(POSE_WEIGHTS, "cpu")

@@ -18,16 +18,20 @@ def test_analyze_faces_endpoint(client):
     from gradio_client import handle_file
 
     photos = example_photos()
-    annotated, chart, table, download, status = client.predict(handle_file(str(photos["astronaut"])), api_name="/analyze_faces")
+    annotated, chart, poses, table, download, status = client.predict(handle_file(str(photos["astronaut"])), api_name="/analyze_faces")
     assert status.startswith("1 face found")
-    assert annotated and chart
+    assert annotated and chart and poses
     with open(download) as f:
         result = json.load(f)
     (face,) = result["faces"]
     # An adult (about 36 when photographed; the shipped model reads her younger, see the README).
     assert 12 <= face["age"]["mean"] <= 70 and len(face["age"]["probs"]) == 101
     assert face["age"]["interval"][0] <= face["age"]["mean"] <= face["age"]["interval"][1]
-    assert table["data"][0][0] == 1
+    # She faces the camera, head tilted a little and turned slightly to the image's right.
+    pose = face["pose"]
+    assert abs(pose["yaw"]) < 35 and abs(pose["pitch"]) < 30 and abs(pose["roll"]) < 30
+    assert len(pose["probs"]) == 61 and pose["cov"][0][0] > 0
+    assert table["data"][0][0] == 1 and table["data"][0][4] == pose["yaw"]
 
 
 def test_no_face_and_bad_file(client, tmp_path):
@@ -39,3 +43,38 @@ def test_no_face_and_bad_file(client, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(Exception, match="Could not read"):
         client.predict(handle_file(str(bad)), api_name="/analyze_faces")
+
+
+def test_analyze_objects_endpoint(client):
+    from gradio_client import handle_file
+
+    chart, named, download = client.predict(handle_file(str(example_photos()["astronaut"])), api_name="/analyze_objects")
+    assert chart and named.startswith("**Objects:**")
+    with open(download) as f:
+        result = json.load(f)
+    assert len(result["scores"]) == 20 and abs(sum(result["scores"].values()) - 1) < 1e-2
+    assert result["labels"][:1] == ["person"]  # a portrait of an astronaut
+
+
+def test_fifty_faces_and_a_huge_photo(tmp_path, utkface_test):
+    """Called in-process: the event function itself, with what users upload at the extremes."""
+    from PIL import Image
+
+    import app
+
+    grid = Image.new("RGB", (1300, 650), (100, 100, 100))
+    for i, row in enumerate(utkface_test[::6][:50]):
+        grid.paste(Image.open(row.path).convert("RGB").resize((120, 120)), (10 + (i % 10) * 129, 10 + (i // 10) * 129))
+    grid.save(tmp_path / "fifty.jpg", quality=92)
+    annotated, _, _, rows, download, status = app.analyze_faces(str(tmp_path / "fifty.jpg"))
+    assert 45 <= len(rows) <= 50, status
+    assert f"Charts show the first {app.MAX_CHARTS}" in status
+    with open(download) as f:
+        assert len(json.load(f)["faces"]) == len(rows)
+
+    huge = Image.new("RGB", (10000, 10000), (200, 190, 180))
+    huge.paste(Image.open(utkface_test[120].path).convert("RGB").resize((2000, 2000)), (4000, 3000))
+    huge.save(tmp_path / "huge.jpg", quality=85)
+    annotated, *_, status = app.analyze_faces(str(tmp_path / "huge.jpg"))
+    assert status.startswith("1 face found")
+    assert max(annotated.size) == 1600  # the returned picture is downscaled too

@@ -21,16 +21,17 @@ def test_upload_and_see_results(tmp_path, app_url):
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"],
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1250})
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(app_url, wait_until="networkidle")
         page.locator("input[type=file]").first.set_input_files(str(example_photos()["astronaut"]))
         page.get_by_text("1 face found").wait_for(timeout=120_000)
         annotated = page.locator("#annotated img").first
         annotated.wait_for(timeout=30_000)
         assert annotated.evaluate("img => img.complete && img.naturalWidth") > 100
-        chart = page.locator("#age-chart img").first
-        chart.wait_for(timeout=30_000)
-        assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
+        for plot in ("#age-chart img", "#pose-chart img"):
+            chart = page.locator(plot).first
+            chart.wait_for(timeout=30_000)
+            assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
         shot = Path(os.environ.get("DLDL_SCREENSHOT", tmp_path / "app.png"))
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 50_000

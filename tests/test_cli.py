@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,37 @@ def test_predict_age_with_detection(tmp_path, utkface_test):
 def test_missing_weights_is_a_clear_error(tmp_path):
     img = tmp_path / "x.png"
     Image.new("RGB", (50, 50)).save(img)
-    proc = _run("predict", "age", str(img), "--weights", str(tmp_path / "none.safetensors"))
+    proc = _run("predict", "age", str(img), "--age-weights", str(tmp_path / "none.safetensors"))
     assert proc.returncode == 2
     assert "weights file" in proc.stderr and "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_pose_crops_and_faces_in_one_pass(tmp_path, utkface_test):
+    from dldl_core.data import data_root, read_pose
+
+    if not (data_root() / "pose" / "aflw2000" / "labels.csv").is_file():
+        pytest.skip("AFLW2000 not found (set DLDL_DATA to the data folder)")
+    row = read_pose("aflw2000")[3]
+    out = tmp_path / "pose.jsonl"
+    proc = _run("predict", "pose", str(row.path), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = _lines(out)
+    (face,) = [f for f in line["faces"] if f["box"][0] < (row.box[0] + row.box[2]) / 2 < f["box"][2]]
+    pose = face["pose"]
+    assert set(pose) == {"yaw", "pitch", "roll", "cov", "roll_std", "grid", "probs"}
+    assert len(pose["probs"]) == 61 and len(pose["probs"][0]) == 61
+    assert pose["grid"]["yaw"] == {"start": -90.0, "stop": 90.0, "step": 3.0}
+    assert abs(pose["yaw"] - row.pose[0]) < 15 and "age" not in face
+
+    chip = Image.open(utkface_test[120].path).convert("RGB")
+    canvas = Image.new("RGB", (500, 380), (90, 90, 90))
+    canvas.paste(chip, (220, 100))
+    photo = tmp_path / "one_face.jpg"
+    canvas.save(photo, quality=95)
+    proc = _run("predict", "faces", str(photo))
+    assert proc.returncode == 0, proc.stderr
+    (face,) = json.loads(proc.stdout)["faces"]
+    assert len(face["age"]["probs"]) == 101 and abs(face["pose"]["yaw"]) < 30  # a frontal UTKFace chip
+
+    proc = _run("predict", "faces", str(photo), "--crops")
+    assert proc.returncode == 2 and "one task" in proc.stderr

@@ -47,3 +47,15 @@ def test_gaussian_2d_on_a_grid():
     assert float(p.sum()) == pytest.approx(1.0, abs=1e-5)
     i, j = divmod(int(p[0].argmax()), 61)
     assert (float(bx[i]), float(by[j])) == (30.0, -12.0)
+
+
+def test_gaussian_2d_per_axis_spread_is_symmetric_and_normalised():
+    bx = by = bin_grid(-90, 90, 3)
+    p = gaussian_2d(torch.tensor([[0.0, 0.0], [-45.0, 9.0]]), bx, by, torch.tensor([[3.0, 9.0], [6.0, 3.0]]))
+    assert torch.allclose(p.sum((1, 2)), torch.ones(2))
+    c = 30  # the bin of 0 degrees
+    assert torch.allclose(p[0], p[0].flip(0)) and torch.allclose(p[0], p[0].flip(1))  # symmetric about (0, 0)
+    # wider along pitch (sigma 9) than along yaw (sigma 3)
+    assert p[0, c, c + 3] > p[0, c + 3, c]
+    i, j = divmod(int(p[1].argmax()), 61)
+    assert (float(bx[i]), float(by[j])) == (-45.0, 9.0)

@@ -50,7 +50,7 @@ def test_detect_and_align_matches_the_chip_itself(utkface_test, age_predictor, d
     """A training-style chip seen through the full detection path gets nearly the same age."""
     from dldl_core.predict import FacePipeline
 
-    pipeline = FacePipeline(age_predictor, detector)
+    pipeline = FacePipeline(age_predictor, detector=detector)
     rows = utkface_test[::15][:20]
     chips = [Image.open(r.path).convert("RGB") for r in rows]
     direct = [a["mean"] for a in age_predictor.predict_crops(chips)]

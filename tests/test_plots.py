@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -30,3 +31,31 @@ def test_age_chart_has_one_panel_per_face_up_to_the_limit():
     assert age_label(faces[0]["age"]) == "20 y (15-25)"
     empty = age_chart([])
     assert any(t.get_text() == "no face found" for t in empty.axes[0].texts)
+
+
+def _posed_face(box, yaw, pitch, roll):
+    from dldl_core.distributions import gaussian_2d
+    from dldl_core.pose import summarize_pose
+
+    bins = bin_grid(-90, 90, 3)
+    joint = gaussian_2d(torch.tensor([[yaw, pitch]]), bins, bins, torch.tensor([[4.0, 6.0]]))
+    pose = summarize_pose({"yaw_pitch": joint, "roll": gaussian_1d(torch.tensor([roll]), bins, 3.0)}, bins, 3.0)[0]
+    return {"box": box, "score": 0.99, "landmarks": None, "pose": pose}
+
+
+def test_pose_chart_marks_the_expected_pose_and_axes_are_drawn():
+    from dldl_core.plots import pose_chart, pose_label
+
+    face = _posed_face([100, 100, 300, 300], 30.0, -12.0, 5.0)
+    assert pose_label(face["pose"]) == "yaw 30° pitch -12° roll 5°"
+    fig = pose_chart([face])
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    marker = [line for line in ax.lines if line.get_marker() == "+"][0]
+    assert marker.get_xdata()[0] == pytest.approx(30.0, abs=0.1) and marker.get_ydata()[0] == pytest.approx(-12.0, abs=0.1)
+    lo, hi = ax.get_xlim()
+    assert lo < 30 < hi and hi - lo < 90  # zoomed on the distribution's mass
+    out = np.asarray(annotate_faces(Image.new("RGB", (400, 400), (255, 255, 255)), [face]))
+    # yaw 30: the nose axis (blue) runs from the box centre towards the image's left
+    left, right = out[195:206, 130:190], out[195:206, 210:270]
+    blue = lambda a: ((a[..., 2] > 200) & (a[..., 0] < 100)).sum()  # noqa: E731
+    assert blue(left) > 10 and blue(right) == 0

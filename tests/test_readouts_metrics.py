@@ -56,3 +56,18 @@ def test_epsilon_error():
     assert epsilon_error(mean, mean, sd) == 0.0
     assert epsilon_error(torch.tensor([34.0, 26.0]), mean, sd) == pytest.approx(1 - math.exp(-0.5))
     assert epsilon_error(torch.tensor([90.0, 90.0]), mean, sd) == pytest.approx(1.0)
+
+
+def test_joint_moments_recover_mean_and_spread_of_a_2d_gaussian():
+    from dldl_core.distributions import gaussian_2d
+    from dldl_core.readouts import joint_moments
+
+    bins = bin_grid(-90, 90, 3)
+    p = gaussian_2d(torch.tensor([[20.0, -10.0]]), bins, bins, torch.tensor([[4.0, 8.0]]))
+    mean, cov = joint_moments(p, bins, bins)
+    assert mean[0].tolist() == pytest.approx([20.0, -10.0], abs=1e-3)
+    assert cov[0].flatten().tolist() == pytest.approx([16.0, 0.0, 0.0, 64.0], abs=0.05)
+    # a distribution concentrated on the diagonal has positive covariance
+    d = torch.zeros(1, 61, 61)
+    d[0, 20, 20] = d[0, 40, 40] = 0.5
+    assert float(joint_moments(d, bins, bins)[1][0, 0, 1]) > 0

@@ -2,15 +2,20 @@
 
 import json
 
+import pytest
 
 from dldl_core.checkpoint import load_checkpoint
+from dldl_core.data import data_root
 from train.age import AgeConfig, AgeTask
-from train.engine import fit, parse_config
+from train.engine import command, fit, parse_config
+from train.multilabel import MultiLabelConfig, MultiLabelTask
+from train.pose import PoseConfig, PoseTask
 
 
 def test_parse_config_from_dataclass():
     cfg = parse_config(AgeConfig, ["--epochs", "3", "--sigma", "2.5", "--no-tta-flip"])
     assert (cfg.epochs, cfg.sigma, cfg.tta_flip, cfg.lam) == (3, 2.5, False, 1.0)
+    assert command("age", cfg) == "python -m train.age --epochs 3 --sigma 2.5 --no-tta-flip"
 
 
 def test_tiny_age_run_and_resume(tmp_path, utkface_test):
@@ -26,3 +31,29 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     assert saved["input"]["size"] == 64 and len(saved["input"]["crop"]["template"]) == 5
     assert saved["training"]["config"]["sigma"] == 2.0 and "val" in saved["metrics"]
     assert json.loads((tmp_path / "run" / "age.json").read_text()) == saved
+
+
+def _needs(path: str) -> None:
+    if not (data_root() / path).exists():
+        pytest.skip(f"{path} not found under {data_root()} (set DLDL_DATA to the data folder)")
+
+
+def test_tiny_pose_run(tmp_path):
+    _needs("pose/aflw/labels.csv")
+    args = ["--out", str(tmp_path / "pose"), "--limit", "64", "--val-limit", "64", "--batch-size", "16", "--epochs", "1",
+            "--image-size", "64", "--framing-chips", "16", "--no-pretrained", "--skip-test", "--cache-dir", str(tmp_path)]
+    card = fit(PoseTask(parse_config(PoseConfig, args)))
+    model, saved = load_checkpoint(tmp_path / "pose" / "pose.safetensors")
+    assert saved["model"]["heads"]["yaw_pitch"]["shape"] == [61, 61]
+    assert {"mae", "mae_consensus", "score"} <= set(card["metrics"]["val"])
+    framing = saved["input"]["crop"]["from_detector"]
+    assert framing["chips_detected"] > 8 and 1.0 < framing["side"] < 2.0  # crops are wider than MTCNN's box
+
+
+def test_tiny_multilabel_run(tmp_path):
+    _needs("multilabel/coco_tiny/instances.json")
+    args = ["--out", str(tmp_path / "ml"), "--limit", "32", "--val-limit", "32", "--batch-size", "16", "--epochs", "1",
+            "--image-size", "64", "--no-pretrained", "--cache-dir", str(tmp_path)]
+    card = fit(MultiLabelTask(parse_config(MultiLabelConfig, args)))
+    assert 0 < card["metrics"]["val"]["map"] <= 1 and "test" not in card["metrics"]
+    assert card["readout"]["activation"] == "softmax" and 0 < card["readout"]["threshold"] < 1

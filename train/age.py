@@ -21,10 +21,10 @@ from dldl_core.distributions import bin_grid, gaussian_1d
 from dldl_core.faces import FaceDetector, measure_template
 from dldl_core.losses import dldl_loss
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
-from dldl_core.models import DistributionNet
+from dldl_core.models import DistributionNet, with_mirror
 from dldl_core.readouts import credible_interval, expectation
 from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD, color_jitter, normalize, random_affine
-from train.engine import Task, TrainConfig, fit, opt, parse_config
+from train.engine import Task, TrainConfig, eval_batches, fit, opt, parse_config
 
 CHIP_SIZE = 200  # UTKFace aligned chips are 200 x 200
 
@@ -78,24 +78,24 @@ class AgeTask(Task):
     def load_extra(self, extra: dict[str, Any]) -> None:
         self.template = extra["template"]
 
-    def train_batch(self, images: torch.Tensor) -> torch.Tensor:
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = normalize(images)
-        return color_jitter(random_affine(x)) if self.config.augment else x
+        return (color_jitter(random_affine(x)) if self.config.augment else x), labels
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         target = gaussian_1d(labels, self.bins, self.config.sigma)
         return dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam)
 
     @torch.inference_mode()
-    def logits(self, model: nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> torch.Tensor:
+    def logits(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
         model.eval()
         out = []
-        for i in range(0, len(images), batch):
-            x = normalize(torch.from_numpy(np.array(images[i : i + batch])).to(device))
-            x = x.contiguous(memory_format=torch.channels_last)
-            z = model(x)["age"].float()
+        for x in eval_batches(images, device):
             if self.config.tta_flip:
-                z = 0.5 * (z + model(x.flip(3))["age"].float())
+                plain, mirrored = with_mirror(model, x)
+                z = 0.5 * (plain["age"].float() + mirrored["age"].float())
+            else:
+                z = model(x)["age"].float()
             out.append(z.cpu())
         return torch.cat(out)
 

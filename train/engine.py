@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dldl_core.checkpoint import save_checkpoint
+from dldl_core.transforms import normalize
 
 
 def opt(default: Any, help: str) -> Any:
@@ -55,6 +56,8 @@ class TrainConfig:
     skip_test: bool = opt(False, "do not evaluate on the test split at the end")
     resume: bool = opt(False, "continue from out/last.pt")
     cache_dir: str | None = opt(None, "decoded-image cache; default ~/.cache/dldl")
+    backbone_lr_scale: float = opt(1.0, "the backbone's learning rate as a fraction of lr (0 = frozen backbone, a linear probe)")
+    freeze_bn: bool = opt(False, "keep batch-norm statistics fixed while training (then data-parallel runs match one process exactly)")
 
 
 class Task:
@@ -81,8 +84,9 @@ class Task:
     def load_extra(self, extra: dict[str, Any]) -> None:
         """Restore what ``extra_state`` returned."""
 
-    def train_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 batch on the device -> augmented, normalised float batch."""
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 batch on the device -> augmented, normalised float batch, and the labels to match
+        (an augmentation such as a mirror image may change them)."""
         raise NotImplementedError
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -98,6 +102,13 @@ class Task:
     def card(self) -> dict[str, Any]:
         """Model, input and bins sections of the model card."""
         raise NotImplementedError
+
+
+def eval_batches(images: np.ndarray, device: torch.device, batch: int = 256) -> Iterator[torch.Tensor]:
+    """Normalised channels-last batches of a cached uint8 image array (N, H, W, 3), for evaluation."""
+    for i in range(0, len(images), batch):
+        x = normalize(torch.from_numpy(np.array(images[i : i + batch])).to(device))
+        yield x.contiguous(memory_format=torch.channels_last)
 
 
 def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, prog: str | None = None) -> TrainConfig:
@@ -178,9 +189,14 @@ def fit(task: Task) -> dict[str, Any]:
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_x)} training rows are fewer than one global batch of {cfg.batch_size * d.world}")
     total = steps_per_epoch * cfg.epochs
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    if cfg.backbone_lr_scale == 0:  # a linear probe: no gradient through the backbone at all
+        model.backbone.requires_grad_(False)
+    groups = []
+    for part, scale in ((model.backbone, cfg.backbone_lr_scale), (model.heads, 1.0)):
+        params = [p for p in part.parameters() if p.requires_grad]
+        groups.append({"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale})
+        groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(max(1, int(cfg.warmup_epochs * steps_per_epoch)), total))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -198,6 +214,10 @@ def fit(task: Task) -> dict[str, Any]:
     weights_path = out / f"{task.name}.safetensors"
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        if cfg.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
         perm = torch.randperm(len(train_x), generator=g)
         glob = cfg.batch_size * d.world
@@ -209,7 +229,8 @@ def fit(task: Task) -> dict[str, Any]:
             idx = np.sort(perm[step * glob : (step + 1) * glob][d.rank :: d.world].numpy())
             images = torch.from_numpy(np.ascontiguousarray(train_x[idx])).to(device, non_blocking=True)
             labels = train_y[idx].to(device, non_blocking=True)
-            x = task.train_batch(images).contiguous(memory_format=torch.channels_last)
+            x, labels = task.train_batch(images, labels)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = task.loss(ddp(x), labels)
             opt.zero_grad(set_to_none=True)
@@ -265,6 +286,7 @@ def fit(task: Task) -> dict[str, Any]:
             print("test: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items()), file=sys.stderr)
         card = _card(task, cfg, d, history, metrics)
         card["training"]["ranks_in_sync"] = in_sync
+        card["training"]["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
         save_checkpoint(weights_path, best_model, card)
         print(f"wrote {weights_path} and its card", file=sys.stderr)
     if d.world > 1:
@@ -286,10 +308,22 @@ def _ranks_in_sync(model: nn.Module) -> bool:
     return bool(lo == hi)
 
 
+def command(name: str, cfg: TrainConfig) -> str:
+    """The command line that reproduces ``cfg``: the options that differ from their defaults."""
+    default = type(cfg)()
+    args = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value != getattr(default, f.name):
+            flag = "--" + ("" if value is not False else "no-") + f.name.replace("_", "-")
+            args.append(flag if isinstance(value, bool) else f"{flag} {value}")
+    return " ".join([f"python -m train.{name}", *args])
+
+
 def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> dict[str, Any]:
     card = {"task": task.name, **task.card()}
     card["training"] = {
-        "command": "python -m train." + task.name + " " + " ".join(sys.argv[1:]),
+        "command": command(task.name, cfg),
         "config": dataclasses.asdict(cfg),
         "processes": d.world,
         "torch": torch.__version__,

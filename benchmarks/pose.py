@@ -1,0 +1,94 @@
+"""Head-pose model on AFLW2000: ``python -m benchmarks.pose [--weights W] [--limit N]``.
+
+Prints, for the shipped model on the 1,969 AFLW2000 images, the mean absolute
+error of yaw, pitch and roll, their mean and the fraction of faces within 10
+degrees on both yaw and pitch, twice: cropped from the given face boxes (the
+standard protocol) and through MTCNN detection (what users get; a face counts
+as found when a detected box overlaps the given box with IoU >= 0.3). Then
+speed per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.timing import per_face_ms
+from dldl_core.data import read_pose
+from dldl_core.faces import FaceDetector
+from dldl_core.predict import WEIGHTS_DIR, PosePredictor
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def errors(out: list[dict], true: np.ndarray) -> np.ndarray:
+    pred = np.array([[o["yaw"], o["pitch"], o["roll"]] for o in out])
+    return np.abs(pred - true)
+
+
+def _row(name: str, err: np.ndarray, total: int) -> str:
+    mae = err.mean(0)
+    within = (err[:, :2] <= 10).all(1).mean()
+    return (
+        f"| {name} | {len(err)} of {total} ({len(err) / total:.1%}) | {mae[0]:.2f} | {mae[1]:.2f} | {mae[2]:.2f} | "
+        f"**{mae.mean():.2f}** | {within:.3f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=str(WEIGHTS_DIR / "pose.safetensors"))
+    ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all 1,969)")
+    ap.add_argument("--no-detect", action="store_true", help="skip the detection path")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    rows = read_pose("aflw2000", args.data)
+    rows = rows[: args.limit] if args.limit else rows
+    pose = PosePredictor(args.weights, args.device)
+    images = [Image.open(r.path).convert("RGB") for r in rows]
+    true = np.array([r.pose for r in rows])
+
+    crops = [pose.crop_from_box(im, list(r.box)) for im, r in zip(images, rows)]
+    out = pose.predict_crops(crops)
+    batched_ms, single_ms = per_face_ms(pose.predict_crops, crops)
+
+    print(f"Head pose on AFLW2000 ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {pose.device})")
+    print(f"weights: {os.path.relpath(args.weights)} (trained {pose.card['training']['date']}, labels: {pose.card['data']['labels']})")
+    print()
+    print("| crops from | faces | yaw | pitch | roll | mean MAE (°) | yaw and pitch within 10° |")
+    print("|---|---|---|---|---|---|---|")
+    print(_row("given boxes", errors(out, true), len(rows)))
+    if not args.no_detect:
+        detector = FaceDetector(device=pose.device)
+        found, det_out = [], []
+        for i, (im, r) in enumerate(zip(images, rows)):
+            faces = detector.detect(im)
+            best = max(faces, key=lambda f: iou(f.box, list(r.box)), default=None)
+            if best is not None and iou(best.box, list(r.box)) >= 0.3:
+                found.append(i)
+                det_out.append(pose.crop(im, best))
+        det_pred = pose.predict_crops(det_out)
+        print(_row("MTCNN detections", errors(det_pred, true[found]), len(rows)))
+        print(_row("given boxes, same faces", errors([out[i] for i in found], true[found]), len(found)))
+    print()
+    print("| speed | ms |")
+    print("|---|---|")
+    print(f"| pose model, per face in batches of 64 | {batched_ms:.1f} |")
+    print(f"| pose model, one face (median) | {single_ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
