@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--pose-weights", default=str(WEIGHTS_DIR / "pose.safetensors"), help="head-pose weights (safetensors with its .json card beside)")
     pred.add_argument("--multilabel-weights", default=str(WEIGHTS_DIR / "multilabel.safetensors"), help="multi-label weights (with its .json card)")
     pred.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    pred.add_argument("--batch-size", type=int, default=64, help="crops per batch with --crops")
+    pred.add_argument("--batch-size", type=int, default=64, help="images per batch with --crops and for multilabel")
     return parser
 
 

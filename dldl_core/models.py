@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backbones import build_backbone
 
@@ -52,3 +53,22 @@ def with_mirror(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tens
     out = model(torch.cat([x, x.flip(3)]))
     n = len(x)
     return {k: v[:n] for k, v in out.items()}, {k: v[n:] for k, v in out.items()}
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every batch norm that directly follows a convolution into it, in place (eval mode only).
+
+    Same outputs up to rounding, and faster on a CPU, where the separate normalisation passes over
+    memory cost about as much as the depthwise convolutions.
+    """
+    if model.training:
+        raise ValueError("fold batch norm only into a model in eval mode")
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            names = list(seq._modules)
+            for a, b in zip(names, names[1:]):
+                conv, bn = seq._modules[a], seq._modules[b]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    seq._modules[b] = nn.Identity()
+    return model

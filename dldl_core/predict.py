@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint
 from .data import PROJECT_ROOT, resize_square
 from .distributions import bin_grid
 from .faces import Face, FaceDetector, aligned_crop, box_square, square_crop
-from .models import with_mirror
+from .models import fold_batchnorm, with_mirror
 from .multilabel import class_scores, name_present
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
@@ -41,7 +41,7 @@ class CropModel:
     def __init__(self, weights: str | Path, device: str | torch.device = "auto"):
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(weights, self.device)
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
         inp = self.card["input"]
         self.size = int(inp["size"])
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])

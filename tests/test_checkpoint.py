@@ -40,3 +40,26 @@ def test_weights_that_do_not_match_the_card(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(card))
     with pytest.raises(WeightsError, match="does not match"):
         load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_folding_batch_norm_keeps_the_outputs():
+    from torch import nn
+
+    from dldl_core.models import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = DistributionNet("mobilenet_v2", {"age": 11, "joint": {"shape": [5, 5], "hidden": 8}}, 0.0)
+    for m in model.modules():  # non-trivial statistics, as a trained model has
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        fold_batchnorm(model)
+        after = model(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.allclose(before[k], after[k], atol=1e-4) for k in before)
+    with pytest.raises(ValueError):
+        fold_batchnorm(DistributionNet("mobilenet_v2", {"age": 11}).train())

@@ -45,7 +45,7 @@ class PoseConfig(TrainConfig):
     """Train the DLDL head-pose model on AFLW (test: AFLW2000)."""
 
     out: str = opt("runs/pose", "run folder: last.pt, the best weights and their card")
-    epochs: int = opt(10, "training epochs")
+    epochs: int = opt(12, "training epochs")
     backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     image_size: int = opt(112, "network input side in pixels")
     max_angle: float = opt(90.0, "every angle's bins run from -max_angle to max_angle")
