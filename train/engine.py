@@ -31,9 +31,9 @@ from dldl_core.checkpoint import save_checkpoint
 from dldl_core.transforms import normalize
 
 
-def opt(default: Any, help: str) -> Any:
-    """A config field with its command-line help."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A config field with its command-line help (and the values it may take)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
@@ -121,7 +121,7 @@ def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, prog: st
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:
             kind = {int: int, float: float}.get(type(f.default), str)
-            parser.add_argument(flag, type=kind, default=f.default, help=help)
+            parser.add_argument(flag, type=kind, default=f.default, help=help, choices=f.metadata.get("choices"))
     return cls(**vars(parser.parse_args(argv)))
 
 

@@ -51,7 +51,7 @@ class MultiLabelConfig(TrainConfig):
     voc: str | None = opt(None, "train on a PASCAL VOC folder (Annotations, ImageSets/Main, JPEGImages) instead")
     backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     image_size: int = opt(224, "network input side in pixels (images are resized to a square)")
-    loss: str = opt("kl", "kl (label distribution) or bce (per-class baseline)")
+    loss: str = opt("kl", "kl (label distribution) or bce (per-class baseline)", ("kl", "bce"))
     ambiguous_weight: float = opt(0.5, "mass of a class seen only through ambiguous objects, before normalising")
     small_area: float = opt(32 * 32, "COCO objects smaller than this (pixels of the stored image) are ambiguous")
     dropout: float = opt(0.2, "dropout before the class head")

@@ -52,7 +52,7 @@ class PoseConfig(TrainConfig):
     step: float = opt(3.0, "bin width in degrees")
     hidden: int = opt(256, "bottleneck of the joint yaw x pitch head (0 = one linear layer)")
     sigma: float = opt(3.0, "spread (degrees) of the label distribution where the label is certain")
-    labels: str = opt("blend", "what labels are centred on: raw, teachers or blend (see the module doc)")
+    labels: str = opt("blend", "what labels are centred on (see the module doc)", ("raw", "teachers", "blend"))
     agree: float = opt(5.0, "teachers within this many degrees on an angle count as agreeing")
     disagree: float = opt(15.0, "blend: at this teacher disagreement (degrees) the centre is AFLW's own label")
     lam: float = opt(1.0, "weight of the expectation L1 term (0 = plain DLDL)")
@@ -87,6 +87,8 @@ class PoseTask(Task):
     name = "pose"
 
     def __init__(self, config: PoseConfig):
+        if config.labels not in ("raw", "teachers", "blend"):
+            raise ValueError(f"unknown labels {config.labels!r}; choose raw, teachers or blend")
         self.config = config
         self.bins = bin_grid(-config.max_angle, config.max_angle, config.step)
         self.framing: dict[str, Any] = {}
