@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import torch
 from PIL import Image
 
-from benchmarks.timing import per_face_ms
+from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_utkface
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline
@@ -34,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--detect", type=int, default=300, help="test chips to also run through detection (0 = none)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
 
     rows = read_utkface(args.data, "test")
     age = AgePredictor(args.weights, args.device)
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     out = age.predict_crops(chips)
     batched_ms, single_ms = per_face_ms(age.predict_crops, chips)
 
-    print(f"Age on UTKFace test ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {age.device})")
+    print(f"Age on UTKFace test ({machine(age.device)})")
     print(f"weights: {os.path.relpath(args.weights)} (trained {age.card['training']['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
     print()
     print("| path | faces | MAE (years) | CS(5) | 80% interval coverage |")

@@ -10,14 +10,13 @@ command line and the app use). ``--ship`` copies the KL model into weights/.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 
+from benchmarks.timing import machine
 from dldl_core.checkpoint import card_path
 from dldl_core.data import VOC_CLASSES, read_coco_multilabel
 from dldl_core.metrics import mean_average_precision
@@ -61,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = mean_average_precision(model.scores(images), truth)
         speed[name] = (time.perf_counter() - t0) / len(images) * 1000
 
-    print(f"Multi-label on COCO tiny val ({len(rows)} images with VOC objects; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, CPU); both models trained here for {args.epochs} epochs from ImageNet weights")
+    print(f"Multi-label on COCO tiny val ({len(rows)} images with VOC objects; {machine('cpu')}); "
+          f"both models trained here for {args.epochs} epochs from ImageNet weights")
     print()
     print("| class | val images | " + " | ".join(f"AP {n}" for n in columns) + " |")
     print("|---|---|" + "---|" * len(columns))

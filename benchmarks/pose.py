@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 
 import numpy as np
-import torch
 from PIL import Image
 
-from benchmarks.timing import per_face_ms
+from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_pose
 from dldl_core.faces import FaceDetector
 from dldl_core.predict import WEIGHTS_DIR, PosePredictor
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     out = pose.predict_crops(crops)
     batched_ms, single_ms = per_face_ms(pose.predict_crops, crops)
 
-    print(f"Head pose on AFLW2000 ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {pose.device})")
+    print(f"Head pose on AFLW2000 ({machine(pose.device)})")
     print(f"weights: {os.path.relpath(args.weights)} (trained {pose.card['training']['date']}, labels: {pose.card['data']['labels']})")
     print()
     print("| crops from | faces | yaw | pitch | roll | mean MAE (°) | yaw and pitch within 10° |")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 
+from benchmarks.timing import machine, median_ms
 from dldl_core.checkpoint import read_card
 from dldl_core.cli import main as cli_main
 from dldl_core.data import read_utkface
@@ -27,17 +26,6 @@ from dldl_core.examples import example_photos
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
 from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, PosePredictor
-
-
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def faces_photo(n: int) -> Image.Image:
@@ -75,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         models[n] = median_ms(lambda: pipeline.describe(im, faces), args.runs)
     per_face = (models[8] - models[1]) / 7
 
-    print(f"Speed ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {args.device}; "
+    print(f"Speed ({machine(args.device)}; "
           f"medians of {args.runs} runs after warm-up)")
     print()
     print("| measurement | value |")

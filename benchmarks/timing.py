@@ -1,10 +1,30 @@
-"""Timing helpers shared by the benchmarks."""
+"""Helpers shared by the benchmarks: the machine line and per-face timing."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from typing import Callable
+
+import torch
+
+
+def machine(device: object) -> str:
+    """``x86_64, 2 threads, device cpu``: what a benchmark's figures were measured on."""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}"
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` in ms over ``runs`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
 
 
 def per_face_ms(predict_crops: Callable[[list], list], crops: list, singles: int = 50) -> tuple[float, float]:

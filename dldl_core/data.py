@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .faces import square_crop
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -156,8 +158,6 @@ Square = tuple[tuple[float, float], float]  # centre (x, y) and side of an uprig
 
 def decode_resized(path: Path, size: int, square: Square | None = None) -> np.ndarray:
     """The image (or the ``square`` crop of it) as uint8 RGB ``size`` x ``size``."""
-    from .faces import square_crop
-
     with Image.open(path) as im:
         if square is not None:
             return np.asarray(square_crop(im.convert("RGB"), square[0], square[1], size), dtype=np.uint8)

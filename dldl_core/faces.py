@@ -112,6 +112,12 @@ def square_crop(image: Image.Image, center: tuple[float, float], side: float, si
     return warp(image, np.array([[k, 0.0, -k * (cx - side / 2)], [0.0, k, -k * (cy - side / 2)]]), size)
 
 
+def box_centre_size(box: list[float]) -> tuple[float, float, float]:
+    """Centre x, centre y and size (mean of width and height) of a box x0, y0, x1, y1."""
+    x0, y0, x1, y1 = box
+    return (x0 + x1) / 2, (y0 + y1) / 2, ((x1 - x0) + (y1 - y0)) / 2
+
+
 def box_square(box: list[float], framing: dict) -> tuple[tuple[float, float], float]:
     """Centre and side of the crop square for a face ``box``, placed as ``framing`` says.
 
@@ -119,9 +125,8 @@ def box_square(box: list[float], framing: dict) -> tuple[tuple[float, float], fl
     centre) and ``side``, all in units of the box size (mean of its width and
     height), as measured by ``measure_box_framing``.
     """
-    x0, y0, x1, y1 = box
-    s = ((x1 - x0) + (y1 - y0)) / 2
-    return ((x0 + x1) / 2 + framing["dx"] * s, (y0 + y1) / 2 + framing["dy"] * s), framing["side"] * s
+    cx, cy, s = box_centre_size(box)
+    return (cx + framing["dx"] * s, cy + framing["dy"] * s), framing["side"] * s
 
 
 def _detect_padded(chip: np.ndarray, detector: FaceDetector, pad: float) -> Face | None:
@@ -167,9 +172,8 @@ def measure_box_framing(chips: np.ndarray, detector: FaceDetector, pad: float = 
     for chip in chips:
         f = _detect_padded(chip, detector, pad)
         if f:
-            x0, y0, x1, y1 = f.box
-            s = ((x1 - x0) + (y1 - y0)) / 2
-            rows.append([(side / 2 - (x0 + x1) / 2) / s, (side / 2 - (y0 + y1) / 2) / s, side / s])
+            cx, cy, s = box_centre_size(f.box)
+            rows.append([(side / 2 - cx) / s, (side / 2 - cy) / s, side / s])
     if not rows:
         raise RuntimeError("no face was detected on any training crop; cannot measure the crop framing")
     med = np.median(np.asarray(rows), 0).round(4)

@@ -81,11 +81,11 @@ def pose_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
     fig, axes = _panels(len(shown), 3.6, 3.4)
     for i, (face, ax) in enumerate(zip(shown, axes)):
         pose = face["pose"]
-        g = pose["grid"]["yaw"]
-        half = g["step"] / 2
+        gy, gp = pose["grid"]["yaw"], pose["grid"]["pitch"]
+        xlim = (gy["start"] - gy["step"] / 2, gy["stop"] + gy["step"] / 2)
+        ylim = (gp["start"] - gp["step"] / 2, gp["stop"] + gp["step"] / 2)
         probs = np.asarray(pose["probs"])  # rows yaw, columns pitch
-        ax.imshow(probs.T, origin="lower", cmap="magma", aspect="equal", interpolation="nearest",
-                  extent=(g["start"] - half, g["stop"] + half, g["start"] - half, g["stop"] + half))
+        ax.imshow(probs.T, origin="lower", cmap="magma", aspect="equal", interpolation="nearest", extent=(*xlim, *ylim))
         mean = np.array([pose["yaw"], pose["pitch"]])
         vals, vecs = np.linalg.eigh(np.asarray(pose["cov"]))
         t = np.linspace(0, 2 * np.pi, 100)
@@ -95,8 +95,8 @@ def pose_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
             ax.plot(ring[0], ring[1], color="white", lw=0.8, ls="-" if k == 1 else ":")
         ax.plot(*mean, marker="+", color="cyan", ms=12, mew=2, label="expected")
         reach = max(25.0, 3 * float(np.sqrt(vals.max())))
-        ax.set_xlim(max(g["start"] - half, mean[0] - reach), min(g["stop"] + half, mean[0] + reach))
-        ax.set_ylim(max(g["start"] - half, mean[1] - reach), min(g["stop"] + half, mean[1] + reach))
+        ax.set_xlim(max(xlim[0], mean[0] - reach), min(xlim[1], mean[0] + reach))
+        ax.set_ylim(max(ylim[0], mean[1] - reach), min(ylim[1], mean[1] + reach))
         ax.set_title(f"face #{i + 1}: {pose_label(pose)}", fontsize=9, color=PALETTE[i % len(PALETTE)])
         ax.set_xlabel("yaw (°, + = nose to image left)", fontsize=8)
         ax.set_ylabel("pitch (°, + = up)", fontsize=8)

@@ -23,7 +23,7 @@ from .models import fold_batchnorm, with_mirror
 from .multilabel import class_scores, name_present
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
-from .transforms import normalize
+from .transforms import batches
 
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 
@@ -52,7 +52,7 @@ class CropModel:
         """Normalised channels-last batches of crops of any size (resized to the input size)."""
         for i in range(0, len(crops), batch_size):
             arr = np.stack([np.asarray(resize_square(c, self.size)) for c in crops[i : i + batch_size]])
-            yield normalize(torch.from_numpy(arr).to(self.device), self.mean, self.std).contiguous(memory_format=torch.channels_last)
+            yield from batches(arr, self.device, batch_size, self.mean, self.std)
 
 
 class AgePredictor(CropModel):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +21,15 @@ def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tor
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
+
+
+def batches(
+    images: np.ndarray, device: torch.device, batch_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> Iterator[torch.Tensor]:
+    """Normalised channels-last float batches of a uint8 image array (N, H, W, 3), moved to ``device``."""
+    for i in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(np.array(images[i : i + batch_size])).to(device), mean, std)
+        yield x.contiguous(memory_format=torch.channels_last)
 
 
 def random_affine(

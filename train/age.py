@@ -21,10 +21,10 @@ from dldl_core.distributions import bin_grid, gaussian_1d
 from dldl_core.faces import FaceDetector, measure_template
 from dldl_core.losses import dldl_loss
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
-from dldl_core.models import DistributionNet, with_mirror
+from dldl_core.models import with_mirror
 from dldl_core.readouts import credible_interval, expectation
-from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD, color_jitter, normalize, random_affine
-from train.engine import Task, TrainConfig, eval_batches, fit, opt, parse_config
+from dldl_core.transforms import batches, color_jitter, normalize, random_affine
+from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 CHIP_SIZE = 200  # UTKFace aligned chips are 200 x 200
 
@@ -35,12 +35,10 @@ class AgeConfig(TrainConfig):
 
     out: str = opt("runs/age", "run folder: last.pt, the best weights and their card")
     epochs: int = opt(12, "training epochs")
-    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     image_size: int = opt(128, "network input side in pixels")
     age_max: int = opt(100, "bins 0..age_max years, step 1; older ages fall in the last bin")
     sigma: float = opt(2.0, "spread (years) of the label distribution")
     lam: float = opt(1.0, "weight of DLDL-v2's expectation L1 term (0 = plain DLDL)")
-    dropout: float = opt(0.2, "dropout before the distribution head")
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast while training")
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
     level: float = opt(0.8, "credible interval mass")
@@ -56,9 +54,8 @@ class AgeTask(Task):
         self.template: dict[str, Any] = {}
         self.temperature = 1.0
 
-    def build_model(self, pretrained: bool) -> nn.Module:
-        c = self.config
-        return DistributionNet(c.backbone, {"age": len(self.bins)}, c.dropout, pretrained=pretrained)
+    def heads(self) -> dict[str, Any]:
+        return {"age": len(self.bins)}
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
         rows = read_utkface(self.config.data, split)
@@ -90,7 +87,7 @@ class AgeTask(Task):
     def logits(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
         model.eval()
         out = []
-        for x in eval_batches(images, device):
+        for x in batches(images, device, 256):
             if self.config.tta_flip:
                 plain, mirrored = with_mirror(model, x)
                 z = 0.5 * (plain["age"].float() + mirrored["age"].float())
@@ -124,12 +121,9 @@ class AgeTask(Task):
     def card(self) -> dict[str, Any]:
         c = self.config
         return {
-            "model": {"backbone": c.backbone, "heads": {"age": len(self.bins)}, "dropout": c.dropout},
-            "input": {
-                "size": c.image_size,
-                "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD),
-                "crop": {
+            "input": input_card(
+                c.image_size,
+                {
                     "kind": "aligned",
                     "size": CHIP_SIZE,
                     "description": "similarity transform of the 5 MTCNN landmarks onto the template "
@@ -137,7 +131,7 @@ class AgeTask(Task):
                     "template": self.template.get("landmarks"),
                     "template_measurement": {k: v for k, v in self.template.items() if k != "landmarks"},
                 },
-            },
+            ),
             "bins": {"age": {"start": 0, "stop": c.age_max, "step": 1}},
             "readout": {"temperature": self.temperature, "tta_flip": c.tta_flip, "level": c.level},
             "data": {

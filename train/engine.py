@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from dldl_core.checkpoint import save_checkpoint
-from dldl_core.transforms import normalize
+from dldl_core.models import DistributionNet
+from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -51,7 +52,9 @@ class TrainConfig:
     device: str = opt("auto", "auto = cuda when present, else cpu")
     amp: bool = opt(True, "mixed precision, used on CUDA only")
     limit: int = opt(0, "train on the first N training rows only (0 = all); for smoke tests")
+    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     pretrained: bool = opt(True, "start from the backbone's ImageNet weights")
+    dropout: float = opt(0.2, "dropout before the distribution heads")
     val_limit: int = opt(0, "evaluate on the first N val rows only (0 = all)")
     skip_test: bool = opt(False, "do not evaluate on the test split at the end")
     resume: bool = opt(False, "continue from out/last.pt")
@@ -67,8 +70,13 @@ class Task:
     config: TrainConfig
     higher_is_better = False  # for the selection metric ``score``
 
-    def build_model(self, pretrained: bool) -> nn.Module:
+    def heads(self) -> dict[str, Any]:
+        """The model's distribution heads, as ``DistributionNet`` takes them (and the card records them)."""
         raise NotImplementedError
+
+    def build_model(self, pretrained: bool) -> nn.Module:
+        c = self.config
+        return DistributionNet(c.backbone, self.heads(), c.dropout, pretrained=pretrained)
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
         """Images and labels of one split; only its first ``limit`` rows when ``limit`` > 0."""
@@ -100,15 +108,14 @@ class Task:
         """Post-hoc calibration on the validation split (e.g. a temperature); default none."""
 
     def card(self) -> dict[str, Any]:
-        """Model, input and bins sections of the model card."""
+        """The task's sections of the model card (input, bins or classes, readout, data); the
+        engine adds the model, training and metrics sections."""
         raise NotImplementedError
 
 
-def eval_batches(images: np.ndarray, device: torch.device, batch: int = 256) -> Iterator[torch.Tensor]:
-    """Normalised channels-last batches of a cached uint8 image array (N, H, W, 3), for evaluation."""
-    for i in range(0, len(images), batch):
-        x = normalize(torch.from_numpy(np.array(images[i : i + batch])).to(device))
-        yield x.contiguous(memory_format=torch.channels_last)
+def input_card(size: int, crop: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``input`` section: how a predictor must crop, size and normalise an image."""
+    return {"size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop": crop}
 
 
 def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, prog: str | None = None) -> TrainConfig:
@@ -321,7 +328,7 @@ def command(name: str, cfg: TrainConfig) -> str:
 
 
 def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> dict[str, Any]:
-    card = {"task": task.name, **task.card()}
+    card = {"task": task.name, "model": {"backbone": cfg.backbone, "heads": task.heads(), "dropout": cfg.dropout}, **task.card()}
     card["training"] = {
         "command": command(task.name, cfg),
         "config": dataclasses.asdict(cfg),

@@ -30,10 +30,9 @@ from dldl_core.data import VOC_CLASSES, MultiLabelRecord, data_root, image_cache
 from dldl_core.distributions import multilabel_distribution
 from dldl_core.losses import kl_from_logits
 from dldl_core.metrics import mean_average_precision
-from dldl_core.models import DistributionNet
 from dldl_core.multilabel import class_scores, name_present
-from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD, color_jitter, normalize, random_affine
-from train.engine import Task, TrainConfig, eval_batches, fit, opt, parse_config
+from dldl_core.transforms import batches, color_jitter, normalize, random_affine
+from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 
 @dataclass
@@ -49,12 +48,10 @@ class MultiLabelConfig(TrainConfig):
     freeze_bn: bool = opt(True, "keep batch-norm statistics fixed (ImageNet's) while training")
     skip_test: bool = opt(True, "COCO tiny has no test split: val is where the model is selected and reported")
     voc: str | None = opt(None, "train on a PASCAL VOC folder (Annotations, ImageSets/Main, JPEGImages) instead")
-    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     image_size: int = opt(224, "network input side in pixels (images are resized to a square)")
     loss: str = opt("kl", "kl (label distribution) or bce (per-class baseline)", ("kl", "bce"))
     ambiguous_weight: float = opt(0.5, "mass of a class seen only through ambiguous objects, before normalising")
     small_area: float = opt(32 * 32, "COCO objects smaller than this (pixels of the stored image) are ambiguous")
-    dropout: float = opt(0.2, "dropout before the class head")
     imagenet_head: bool = opt(True, "start the class head from the ImageNet classifier's matching classes (IMAGENET_CLASSES)")
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast")
 
@@ -107,8 +104,11 @@ class MultiLabelTask(Task):
         self.config = config
         self.threshold = 0.5
 
+    def heads(self) -> dict[str, Any]:
+        return {"classes": len(VOC_CLASSES)}
+
     def build_model(self, pretrained: bool) -> nn.Module:
-        model = DistributionNet(self.config.backbone, {"classes": len(VOC_CLASSES)}, self.config.dropout, pretrained=pretrained)
+        model = super().build_model(pretrained)
         if pretrained and self.config.imagenet_head:
             init_from_imagenet(model.heads["classes"], *imagenet_classifier(self.config.backbone))
         return model
@@ -137,7 +137,7 @@ class MultiLabelTask(Task):
     @torch.inference_mode()
     def scores(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
         model.eval()
-        return torch.cat([class_scores(model(x)["classes"], self.activation).cpu() for x in eval_batches(images, device, 64)])
+        return torch.cat([class_scores(model(x)["classes"], self.activation).cpu() for x in batches(images, device, 64)])
 
     @property
     def activation(self) -> str:
@@ -165,8 +165,7 @@ class MultiLabelTask(Task):
     def card(self) -> dict[str, Any]:
         c = self.config
         return {
-            "model": {"backbone": c.backbone, "heads": {"classes": len(VOC_CLASSES)}, "dropout": c.dropout},
-            "input": {"size": c.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop": {"kind": "whole image resized to a square"}},
+            "input": input_card(c.image_size, {"kind": "whole image resized to a square"}),
             "classes": list(VOC_CLASSES),
             "readout": {"activation": self.activation, "threshold": self.threshold,
                         "rule": "a class is named present when its score reaches the threshold (best F1 on val)"},

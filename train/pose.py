@@ -30,11 +30,10 @@ from dldl_core.data import PoseRecord, Square, data_root, image_cache, read_pose
 from dldl_core.distributions import bin_grid, gaussian_1d, gaussian_2d
 from dldl_core.faces import FaceDetector, box_square, measure_box_framing
 from dldl_core.losses import expectation_l1, kl_from_logits
-from dldl_core.models import DistributionNet
 from dldl_core.pose import pose_probs
 from dldl_core.readouts import expectation, joint_moments
-from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD, color_jitter, normalize, random_affine
-from train.engine import Task, TrainConfig, eval_batches, fit, opt, parse_config
+from dldl_core.transforms import batches, color_jitter, normalize, random_affine
+from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 ANGLES = ("yaw", "pitch", "roll")
 MIRROR = torch.tensor([-1.0, 1.0, -1.0])  # a mirror image negates yaw and roll, keeps pitch
@@ -46,7 +45,6 @@ class PoseConfig(TrainConfig):
 
     out: str = opt("runs/pose", "run folder: last.pt, the best weights and their card")
     epochs: int = opt(12, "training epochs")
-    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     image_size: int = opt(112, "network input side in pixels")
     max_angle: float = opt(90.0, "every angle's bins run from -max_angle to max_angle")
     step: float = opt(3.0, "bin width in degrees")
@@ -56,7 +54,6 @@ class PoseConfig(TrainConfig):
     agree: float = opt(5.0, "teachers within this many degrees on an angle count as agreeing")
     disagree: float = opt(15.0, "blend: at this teacher disagreement (degrees) the centre is AFLW's own label")
     lam: float = opt(1.0, "weight of the expectation L1 term (0 = plain DLDL)")
-    dropout: float = opt(0.2, "dropout before the distribution heads")
     box_side: float = opt(1.6, "crop side in units of the face box size (mean of width and height)")
     augment: bool = opt(True, "random mirror (negating yaw and roll), scale, shift, brightness and contrast")
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
@@ -100,9 +97,6 @@ class PoseTask(Task):
     def heads(self) -> dict[str, Any]:
         n = len(self.bins)
         return {"yaw_pitch": {"shape": [n, n], "hidden": self.config.hidden}, "roll": n}
-
-    def build_model(self, pretrained: bool) -> nn.Module:
-        return DistributionNet(self.config.backbone, self.heads(), self.config.dropout, pretrained=pretrained)
 
     def _rows(self, split: str) -> list[PoseRecord]:
         return read_pose("aflw2000", self.config.data) if split == "test" else read_pose("aflw", self.config.data, split)
@@ -157,7 +151,7 @@ class PoseTask(Task):
         """Expected (yaw, pitch, roll) for each crop, (N, 3)."""
         model.eval()
         out = []
-        for x in eval_batches(images, device):
+        for x in batches(images, device, 256):
             probs = pose_probs(model, x, self.config.tta_flip)
             (yp, _), roll = joint_moments(probs["yaw_pitch"], self.bins, self.bins), expectation(probs["roll"], self.bins)
             out.append(torch.cat([yp, roll[:, None]], 1).cpu())
@@ -188,19 +182,16 @@ class PoseTask(Task):
     def card(self) -> dict[str, Any]:
         c = self.config
         return {
-            "model": {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout},
-            "input": {
-                "size": c.image_size,
-                "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD),
-                "crop": {
+            "input": input_card(
+                c.image_size,
+                {
                     "kind": "square",
                     "description": "upright square around the face box; dx, dy, side in units of the box size "
                     "(mean of its width and height); outside the image is black",
                     "from_box": self.box_framing,
                     "from_detector": self.framing,
                 },
-            },
+            ),
             "bins": {a: {"start": -c.max_angle, "stop": c.max_angle, "step": c.step} for a in ANGLES},
             "readout": {"tta_flip": c.tta_flip},
             "data": {
