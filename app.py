@@ -1,4 +1,5 @@
-"""dldl demo: every face in a photo with its age and head-pose *distributions*.
+"""dldl demo: every face in a photo with its age and head-pose *distributions*; objects in a photo;
+a class distribution for every pixel of a street scene.
 
 Run ``python app.py`` (http://127.0.0.1:7860); the same file runs as a Hugging Face Space.
 The app only calls ``dldl_core`` and formats what comes back.
@@ -15,12 +16,13 @@ from pathlib import Path
 import gradio as gr
 
 from dldl_core.checkpoint import WeightsError
-from dldl_core.examples import example_photos
-from dldl_core.images import ImageReadError, load_image
-from dldl_core.plots import age_chart, annotate_faces, class_chart, pose_chart
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor
+from dldl_core.examples import example_photos, scene_photos
+from dldl_core.images import ImageReadError, fit_within, load_image
+from dldl_core.plots import age_chart, annotate_faces, class_chart, pose_chart, seg_overlay, uncertainty_image
+from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
 
 MAX_CHARTS = 6
+MAX_SIDE = 1600  # pictures the app returns are at most this many pixels wide or high
 _models: dict[str, object] = {}
 _lock = threading.Lock()
 _device = "auto"
@@ -90,7 +92,7 @@ def analyze_faces(path: str | None):
         if len(faces) > MAX_CHARTS:
             status += f" Charts show the first {MAX_CHARTS}; the table and the JSON have all of them."
     poses = pose_chart(faces, MAX_CHARTS) if not faces or "pose" in faces[0] else None
-    return annotate_faces(image, faces), age_chart(faces, MAX_CHARTS), poses, rows, out, status
+    return annotate_faces(image, faces, MAX_SIDE), age_chart(faces, MAX_CHARTS), poses, rows, out, status
 
 
 def analyze_objects(path: str | None):
@@ -106,6 +108,35 @@ def analyze_objects(path: str | None):
     return class_chart(result, model.threshold), f"**Objects:** {named}", out
 
 
+def analyze_scene(path: str | None, opacity: float):
+    """Photo -> (class overlay, uncertainty map, legend, kept maps for the opacity slider, status)."""
+    image = fit_within(_read(path), MAX_SIDE)  # the network sees about 480 x 360 pixels anyway
+    try:
+        model = _shared("scene", lambda: SegPredictor(device=_device))
+    except WeightsError as exc:
+        raise gr.Error(str(exc)) from exc
+    result = model.predict(image)
+    kept = (image, result["classes"], model.colours)
+    status = f"Mean uncertainty {result['mean_uncertainty']:.2f} (0 = sure of every pixel, 1 = no idea)."
+    return seg_overlay(image, result["classes"], model.colours, opacity), uncertainty_image(result["uncertainty"]), _legend(model, result["fractions"]), kept, status
+
+
+def reblend(kept, opacity: float):
+    """The overlay again at a new opacity, from the maps already computed (no model run)."""
+    if kept is None:
+        return None
+    image, classes, colours = kept
+    return seg_overlay(image, classes, colours, opacity)
+
+
+def _legend(model: SegPredictor, fractions: dict[str, float]) -> str:
+    items = []
+    for name, colour in zip(model.classes, model.colours):
+        swatch = f"<span style='display:inline-block;width:0.9em;height:0.9em;background:rgb{tuple(colour)};border:1px solid #888;margin-right:0.3em'></span>"
+        items.append(f"<span style='margin-right:1.2em;white-space:nowrap'>{swatch}{name} {100 * fractions[name]:.1f}%</span>")
+    return "<div id='seg-legend'>" + " ".join(items) + "</div>"
+
+
 TABLE_HEADERS = ["face", "expected age", "80% interval", "age std", "yaw °", "pitch °", "roll °", "detector score"]
 
 
@@ -115,12 +146,12 @@ def _table_row(i: int, face: dict) -> list:
     return [i + 1, age["mean"], f"{age['interval'][0]:.0f}-{age['interval'][1]:.0f}", age["std"], *angles, face["score"]]
 
 
-def _photo_column() -> tuple[PhotoInput, gr.Button]:
-    """The input side of a tab: the photo (upload, paste or webcam), a button and the example photos."""
+def _photo_column(examples: dict[str, Path]) -> tuple[PhotoInput, gr.Button]:
+    """The input side of a tab: the photo (upload, paste or webcam), a button and example photos."""
     with gr.Column(scale=1):
         photo = PhotoInput(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Photo")
         run = gr.Button("Analyze", variant="primary")
-        gr.Examples([[str(p)] for p in example_photos().values()], inputs=[photo])
+        gr.Examples([[str(p)] for p in examples.values()], inputs=[photo])
     return photo, run
 
 
@@ -128,13 +159,15 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="dldl: label distributions") as demo:
         gr.Markdown(
             "# Deep Label Distribution Learning\n"
-            "Each face gets an age **distribution**, not just a number (the expected age and the range "
-            "that holds 80% of the probability), and a joint yaw x pitch **distribution** of its head pose "
-            "(heatmap; head axes drawn on the face: red right, green up, blue nose)."
+            "Predictions are **distributions**, not just numbers. **Faces:** each face's age distribution "
+            "(the expected age and the range that holds 80% of the probability) and a joint yaw x pitch "
+            "distribution of its head pose (heatmap; head axes drawn on the face: red right, green up, blue nose). "
+            "**Objects:** a distribution over 20 object classes. **Street scene:** a class distribution for "
+            "every pixel, and where the model is unsure."
         )
         with gr.Tab("Faces"):
             with gr.Row():
-                photo, run = _photo_column()
+                photo, run = _photo_column(example_photos())
                 with gr.Column(scale=2):
                     status = gr.Markdown()
                     annotated = gr.Image(label="Faces", type="pil", format="jpeg", elem_id="annotated")
@@ -152,7 +185,7 @@ def build() -> gr.Blocks:
                     "the classes (objects present share the mass), trained on a few hundred COCO photos."
                 )
                 with gr.Row():
-                    obj_photo, obj_run = _photo_column()
+                    obj_photo, obj_run = _photo_column(example_photos())
                     with gr.Column(scale=2):
                         obj_named = gr.Markdown()
                         obj_chart = gr.Plot(label="Class distribution", elem_id="class-chart")
@@ -160,6 +193,27 @@ def build() -> gr.Blocks:
                 obj_outputs = [obj_chart, obj_named, obj_download]
                 obj_run.click(analyze_objects, obj_photo, obj_outputs, api_name="analyze_objects")
                 obj_photo.upload(analyze_objects, obj_photo, obj_outputs, api_name=False)
+        if (WEIGHTS_DIR / "seg.safetensors").exists():
+            with gr.Tab("Street scene"):
+                gr.Markdown(
+                    "A class for every pixel (11 CamVid street classes). The model predicts a distribution per pixel, "
+                    "trained on labels that mix the classes met at each boundary; the uncertainty map is its entropy "
+                    "(black: sure, yellow: unsure), which lights up along boundaries and between classes it confuses. It was "
+                    "trained on 367 frames of Cambridge streets: on other scenes it can be wrong and still sure."
+                )
+                with gr.Row():
+                    seg_photo, seg_run = _photo_column(scene_photos())
+                    with gr.Column(scale=2):
+                        seg_status = gr.Markdown()
+                        opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Overlay opacity")
+                        overlay = gr.Image(label="Classes", type="pil", format="jpeg", elem_id="seg-overlay")
+                        legend = gr.HTML()
+                        unc = gr.Image(label="Uncertainty (entropy of each pixel's distribution)", type="pil", format="jpeg", elem_id="seg-uncertainty")
+                kept = gr.State()
+                seg_outputs = [overlay, unc, legend, kept, seg_status]
+                seg_run.click(analyze_scene, [seg_photo, opacity], seg_outputs, api_name="analyze_scene")
+                seg_photo.upload(analyze_scene, [seg_photo, opacity], seg_outputs, api_name=False)
+                opacity.release(reblend, [kept, opacity], overlay, api_name=False)
     return demo
 
 

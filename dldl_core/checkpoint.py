@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models import DistributionNet
+from .models import build_model
 
 
 class WeightsError(RuntimeError):
@@ -45,15 +45,14 @@ def read_card(weights: str | Path) -> dict[str, Any]:
         raise WeightsError(f"model card {path} is not valid JSON: {exc}") from exc
 
 
-def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> tuple[DistributionNet, dict[str, Any]]:
+def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model described by the card, load its weights strictly, set eval mode."""
     weights = Path(weights)
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} is missing")
     card = read_card(weights)
     try:
-        spec = card["model"]
-        model = DistributionNet(spec["backbone"], spec["heads"], spec.get("dropout", 0.0))
+        model = build_model(card["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"model card {card_path(weights)} does not describe a model: {exc}") from exc
     try:

@@ -1,4 +1,4 @@
-"""Dataset access: where the data lives, the age, head-pose and multi-label tables, a decoded-image cache.
+"""Dataset access: where the data lives, the age, head-pose, multi-label and segmentation tables, a decoded-image cache.
 
 Data never lives in the repository. It is found through an explicit path, the
 ``DLDL_DATA`` variable, or ``../shared/data`` beside the project.
@@ -32,6 +32,14 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     return PROJECT_ROOT.parent / "shared" / "data"
 
 
+def _table(table: Path, what: str) -> list[dict[str, str]]:
+    """The rows of a dataset's CSV table, or a clear error naming where it was looked for."""
+    if not table.is_file():
+        raise FileNotFoundError(f"{what} not found at {table}; set --data or DLDL_DATA")
+    with table.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 @dataclass(frozen=True)
 class AgeRecord:
     path: Path
@@ -42,11 +50,7 @@ class AgeRecord:
 def read_utkface(root: str | os.PathLike | None = None, split: str | None = None) -> list[AgeRecord]:
     """Rows of ``age/utkface/labels.csv`` (columns path, age, split), optionally one split."""
     folder = data_root(root) / "age" / "utkface"
-    table = folder / "labels.csv"
-    if not table.is_file():
-        raise FileNotFoundError(f"UTKFace table not found at {table}; set --data or DLDL_DATA")
-    with table.open(newline="") as f:
-        rows = [AgeRecord(folder / r["path"], int(r["age"]), r["split"]) for r in csv.DictReader(f)]
+    rows = [AgeRecord(folder / r["path"], int(r["age"]), r["split"]) for r in _table(folder / "labels.csv", "UTKFace table")]
     return [r for r in rows if split is None or r.split == split]
 
 
@@ -63,14 +67,10 @@ def read_pose(dataset: str, root: str | os.PathLike | None = None, split: str | 
     """Rows of ``pose/<dataset>/labels.csv`` (``aflw`` or ``aflw2000``), with the teachers of ``aflw``."""
     folder = data_root(root) / "pose" / dataset
     table = folder / "labels.csv"
-    if not table.is_file():
-        raise FileNotFoundError(f"head-pose table not found at {table}; set --data or DLDL_DATA")
-    with table.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _table(table, "head-pose table")
     teachers: list[tuple] = [()] * len(rows)
     if (folder / "teachers.csv").is_file():
-        with (folder / "teachers.csv").open(newline="") as f:
-            trows = list(csv.DictReader(f))
+        trows = _table(folder / "teachers.csv", "teacher table")
         if [t["path"] for t in trows] != [r["path"] for r in rows]:
             raise ValueError(f"{folder / 'teachers.csv'} does not list the rows of {table} in order")
         names = sorted({k.split("_", 1)[1] for k in trows[0] if "_" in k})
@@ -153,21 +153,51 @@ def read_voc(folder: str | os.PathLike, split: str) -> list[MultiLabelRecord]:
     return out
 
 
+@dataclass(frozen=True)
+class SegRecord:
+    image: Path
+    mask: Path  # 8-bit class index per pixel
+    split: str
+
+
+def read_camvid(root: str | os.PathLike | None = None, split: str | None = None) -> list[SegRecord]:
+    """Rows of ``seg/camvid/index.csv`` (columns image, mask, split), optionally one split."""
+    folder = data_root(root) / "seg" / "camvid"
+    rows = [SegRecord(folder / r["image"], folder / r["mask"], r["split"]) for r in _table(folder / "index.csv", "CamVid index")]
+    return [r for r in rows if split is None or r.split == split]
+
+
 Square = tuple[tuple[float, float], float]  # centre (x, y) and side of an upright square crop, in pixels
 
 
-def decode_resized(path: Path, size: int, square: Square | None = None) -> np.ndarray:
-    """The image (or the ``square`` crop of it) as uint8 RGB ``size`` x ``size``."""
+Size = int | tuple[int, int]  # a square side, or (width, height)
+
+
+def decode_resized(path: Path, size: Size, square: Square | None = None, label_map: bool = False) -> np.ndarray:
+    """The image (or the ``square`` crop of it) as uint8 RGB at ``size``; with ``label_map`` an
+    8-bit class-index map (one channel, nearest-neighbour resizing so no class is invented)."""
     with Image.open(path) as im:
+        if label_map:
+            w, h = (size, size) if isinstance(size, int) else size
+            im = im if im.mode in ("L", "P") else im.convert("L")
+            return np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.NEAREST), dtype=np.uint8)
         if square is not None:
             return np.asarray(square_crop(im.convert("RGB"), square[0], square[1], size), dtype=np.uint8)
-        return np.asarray(resize_square(im, size), dtype=np.uint8)
+        if isinstance(size, int):
+            return np.asarray(resize_square(im, size), dtype=np.uint8)
+        im = im.convert("RGB")
+        return np.asarray(im if im.size == tuple(size) else im.resize(tuple(size), Image.BILINEAR), dtype=np.uint8)
 
 
 def image_cache(
-    paths: list[Path], size: int, cache_dir: str | os.PathLike | None = None, squares: list[Square] | None = None
+    paths: list[Path],
+    size: Size,
+    cache_dir: str | os.PathLike | None = None,
+    squares: list[Square] | None = None,
+    label_map: bool = False,
 ) -> np.ndarray:
-    """All images (or their ``squares`` crops) decoded and resized to ``size``: uint8 (N, size, size, 3).
+    """All images (or their ``squares`` crops) decoded and resized to ``size``: uint8 (N, H, W, 3),
+    or (N, H, W) class-index maps with ``label_map``.
 
     Decoding JPEGs every epoch would cost more than the network on a small
     CPU, so the array is built once and kept in ``cache_dir`` (default
@@ -175,12 +205,14 @@ def image_cache(
     """
     crops = [None] * len(paths) if squares is None else squares
     desc = "\n".join(map(str, paths)) + f"|{size}" + ("" if squares is None else "|" + repr([(tuple(map(float, c)), float(s)) for c, s in squares]))
+    desc += "|labels" if label_map else ""
     key = hashlib.sha1(desc.encode()).hexdigest()[:16]
-    cache = Path(cache_dir or Path.home() / ".cache" / "dldl") / f"images_{size}_{key}.npy"
+    side = size if isinstance(size, int) else "x".join(map(str, size))
+    cache = Path(cache_dir or Path.home() / ".cache" / "dldl") / f"{'labels' if label_map else 'images'}_{side}_{key}.npy"
     if cache.is_file():
         return np.load(cache, mmap_mode="r")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arr = np.stack(list(pool.map(lambda pc: decode_resized(pc[0], size, pc[1]), zip(paths, crops))))
+        arr = np.stack(list(pool.map(lambda pc: decode_resized(pc[0], size, pc[1], label_map), zip(paths, crops))))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")  # several DDP ranks may build it at once
     np.save(tmp, arr)

@@ -4,12 +4,14 @@ DLDL replaces a hard label ``y`` by a discretised Gaussian centred on ``y``; the
 network then learns the whole distribution with a KL loss. The same
 construction serves every task: a 1-D grid for age or roll, the product of two
 1-D grids for the joint yaw x pitch distribution of head pose. Multi-label
-images spread their mass over the classes present instead.
+images spread their mass over the classes present instead, and a segmentation
+map becomes per-pixel distributions that mix the classes met at a boundary.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def bin_grid(start: float, stop: float, step: float) -> torch.Tensor:
@@ -67,3 +69,28 @@ def multilabel_distribution(present: torch.Tensor, ambiguous: torch.Tensor, weig
     mass = torch.where(present, 1.0, torch.where(ambiguous, float(weight), 0.0))
     total = mass.sum(1, keepdim=True)
     return torch.where(total > 0, mass / total.clamp_min(1e-12), mass)
+
+
+def boundary_distribution(labels: torch.Tensor, classes: int, window: int = 5, sigma: float = 1.0) -> torch.Tensor:
+    """Per-pixel class distributions (N, C, H, W) from class-index maps (N, H, W).
+
+    DLDL's segmentation labels: the one-hot class maps are blurred with a
+    ``window`` x ``window`` Gaussian of spread ``sigma`` pixels and renormalised
+    at every pixel, so a pixel within ``window // 2`` of a boundary carries the
+    classes on both sides while interior pixels stay one-hot. Labels outside
+    0..C-1 are void: they add nothing to any neighbour and their own
+    distribution is all zero (they take no part in the loss). ``window`` 1 or
+    ``sigma`` 0 gives the one-hot maps.
+    """
+    labels = labels.long()
+    valid = (labels >= 0) & (labels < classes)
+    onehot = F.one_hot(torch.where(valid, labels, classes), classes + 1)[..., :classes].permute(0, 3, 1, 2).float()
+    if window <= 1 or sigma <= 0:
+        return onehot
+    r = window // 2
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=labels.device, dtype=torch.float32) / sigma) ** 2)
+    k = (k / k.sum()).to(onehot.dtype)
+    blurred = F.conv2d(onehot, k.view(1, 1, 1, -1).expand(classes, 1, 1, -1), padding=(0, r), groups=classes)
+    blurred = F.conv2d(blurred, k.view(1, 1, -1, 1).expand(classes, 1, -1, 1), padding=(r, 0), groups=classes)
+    total = blurred.sum(1, keepdim=True)
+    return torch.where(valid[:, None], blurred / total.clamp_min(1e-12), torch.zeros_like(blurred))

@@ -79,3 +79,9 @@ def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
         else:
             out.append(item)
     return out
+
+
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` scaled down (never up) so that neither side exceeds ``max_side``."""
+    scale = min(1.0, max_side / max(image.size))
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR) if scale < 1 else image

@@ -40,3 +40,12 @@ def dldl_loss(
     if lam > 0:
         loss = loss + lam * expectation_l1(logits, bins, labels)
     return loss
+
+
+def pixel_kl_from_logits(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over pixels of KL(target || softmax(logits)), the distribution running over
+    dim 1 of (N, C, H, W). ``weight`` (N, H, W) is 0 where a pixel takes no part (void)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    t = target.float()
+    kl = (torch.xlogy(t, t) - torch.where(t > 0, t * logp, torch.zeros_like(logp))).sum(1)
+    return (kl * weight).sum() / weight.sum().clamp_min(1e-12)

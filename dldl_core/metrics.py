@@ -47,3 +47,18 @@ def mean_average_precision(scores: torch.Tensor, positive: torch.Tensor) -> tupl
     per = [average_precision(scores[:, c], positive[:, c]) if positive[:, c].any() else None for c in range(scores.shape[1])]
     present = [a for a in per if a is not None]
     return sum(present) / len(present), per
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """(C, C) pixel counts, rows the true class, columns the predicted one; targets outside
+    0..C-1 (void) are left out."""
+    t, p = target.flatten().long(), pred.flatten().long()
+    keep = (t >= 0) & (t < classes)
+    return torch.bincount(t[keep] * classes + p[keep], minlength=classes * classes).view(classes, classes)
+
+
+def iou_per_class(confusion: torch.Tensor) -> list[float | None]:
+    """Intersection over union of each class (None for a class neither present nor predicted)."""
+    c = confusion.double()
+    inter, union = c.diag(), c.sum(0) + c.sum(1) - c.diag()
+    return [float(i / u) if u > 0 else None for i, u in zip(inter, union)]

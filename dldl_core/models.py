@@ -1,14 +1,16 @@
-"""DLDL networks: a backbone followed by one distribution head per output."""
+"""DLDL networks: a backbone followed by one distribution head per output, or (segmentation) a
+feature pyramid and a decoder that outputs a class distribution per pixel."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .backbones import build_backbone
+from .backbones import build_backbone, build_pyramid
 
 HeadSpec = int | dict
 
@@ -45,6 +47,63 @@ class DistributionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.dropout(self.backbone(x))
         return {name: head(f) for name, head in self.heads.items()}
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class PyramidDecoder(nn.Module):
+    """A light top-down decoder: the coarsest map, gated by its global context (as LR-ASPP does),
+    is upsampled level by level, adding each finer level's 1x1 projection and smoothing with a
+    depthwise-separable 3x3; a 1x1 classifier reads the finest (stride 4) level, where thin
+    objects such as poles are still a pixel or two wide."""
+
+    def __init__(self, channels: tuple[int, ...], classes: int, width: int, dropout: float):
+        super().__init__()
+        self.lateral = nn.ModuleList(_conv_bn_relu(c, width) for c in channels)
+        self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels[-1], width, 1), nn.Sigmoid())
+        self.smooth = nn.ModuleList(
+            nn.Sequential(*_conv_bn_relu(width, width, 3, groups=width), *_conv_bn_relu(width, width)) for _ in channels[:-1]
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Conv2d(width, classes, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = self.lateral[-1](features[-1]) * self.context(features[-1])
+        for i in range(len(features) - 2, -1, -1):
+            x = F.interpolate(x, size=features[i].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.smooth[i](x + self.lateral[i](features[i]))
+        return self.classify(self.dropout(x))
+
+
+class SegmentationNet(nn.Module):
+    """Feature pyramid + decoder; ``forward`` returns ``{"classes": logits (N, C, H, W)}`` at the
+    input's resolution, one class distribution per pixel."""
+
+    def __init__(self, backbone: str, classes: int, width: int = 96, dropout: float = 0.1, pretrained: bool = False):
+        super().__init__()
+        self.backbone = build_pyramid(backbone, pretrained)
+        self.heads = nn.ModuleDict({"classes": PyramidDecoder(self.backbone.channels, classes, width, dropout)})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.heads["classes"](self.backbone(x))
+        return {"classes": F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)}
+
+
+def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
+    """The network a model card's ``model`` section describes.
+
+    ``{"backbone", "heads", "dropout"}`` is a ``DistributionNet``; with ``"architecture":
+    "segmentation"`` it is a ``SegmentationNet`` whose ``heads`` are ``{"classes": {"classes": C,
+    "width": W}}``.
+    """
+    if spec.get("architecture", "distribution") == "segmentation":
+        head = spec["heads"]["classes"]
+        return SegmentationNet(spec["backbone"], int(head["classes"]), int(head["width"]), spec.get("dropout", 0.0), pretrained)
+    if spec.get("architecture", "distribution") != "distribution":
+        raise ValueError(f"unknown architecture {spec['architecture']!r}")
+    return DistributionNet(spec["backbone"], spec["heads"], spec.get("dropout", 0.0), pretrained)
 
 
 def with_mirror(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

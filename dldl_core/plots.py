@@ -1,5 +1,6 @@
 """Pictures of predictions: faces boxed and labelled with head axes, age distributions as bar
-charts, yaw x pitch distributions as heatmaps."""
+charts, yaw x pitch distributions as heatmaps, class scores as bars, class maps as colour
+overlays and per-pixel uncertainty as a heat image."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from .images import fit_within
 from .pose import head_axes
+from .segmentation import colourize
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
 AXIS_COLOURS = ("#ff3030", "#30d030", "#3080ff")  # the head's right, up and nose axes
@@ -24,8 +27,8 @@ def age_label(age: dict[str, Any]) -> str:
 def annotate_faces(image: Image.Image, faces: list[dict[str, Any]], max_side: int = 1600) -> Image.Image:
     """A copy of ``image`` (at most ``max_side`` pixels wide or high) with every face boxed,
     numbered and labelled with its age, and its head axes drawn from the nose when its pose is known."""
-    scale = min(1.0, max_side / max(image.size))
-    out = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR) if scale < 1 else image.copy()
+    out = fit_within(image, max_side).copy()
+    scale = out.width / image.width
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(out.size) / 45)))
@@ -139,3 +142,17 @@ def class_chart(result: dict[str, Any], threshold: float | None = None, top: int
     ax.set_xlim(0, max(1e-3, max(scores)) * 1.1)
     ax.set_title("objects: " + (", ".join(result["labels"]) or "none named"), fontsize=10)
     return fig
+
+
+def seg_overlay(image: Image.Image, classes: np.ndarray, colours: list[tuple[int, int, int]], opacity: float = 0.6) -> Image.Image:
+    """The class map's colours laid over the photo; ``opacity`` 0 shows the photo, 1 the colours only.
+    ``classes`` (H, W) must match the image's size."""
+    colour = Image.fromarray(colourize(classes, colours))
+    return Image.blend(image.convert("RGB"), colour, float(np.clip(opacity, 0.0, 1.0)))
+
+
+def uncertainty_image(unc: np.ndarray) -> Image.Image:
+    """Per-pixel uncertainty in [0, 1] as a heat image (magma: black = sure, yellow = unsure)."""
+    from matplotlib import colormaps
+
+    return Image.fromarray((colormaps["magma"](np.clip(unc, 0, 1))[..., :3] * 255).astype(np.uint8))

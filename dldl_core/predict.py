@@ -3,7 +3,8 @@
 ``AgePredictor`` turns aligned face crops into age distributions,
 ``PosePredictor`` upright square crops into head-pose distributions;
 ``FacePipeline`` runs detection once and every face model on each face found.
-``MultiLabelPredictor`` turns whole images into class distributions.
+``MultiLabelPredictor`` turns whole images into class distributions,
+``SegPredictor`` into a class distribution per pixel (class map, uncertainty map).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import load_checkpoint
+from .checkpoint import WeightsError, load_checkpoint
 from .data import PROJECT_ROOT, resize_square
 from .distributions import bin_grid
 from .faces import Face, FaceDetector, aligned_crop, box_square, square_crop
@@ -23,6 +24,7 @@ from .models import fold_batchnorm, with_mirror
 from .multilabel import class_scores, name_present
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
+from .segmentation import class_fractions, class_map, uncertainty
 from .transforms import batches
 
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
@@ -35,17 +37,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-class CropModel:
-    """A shipped model and how its card says to feed it: crops -> normalised batches."""
+class ShippedModel:
+    """A shipped model, ready for inference (batch norm folded, channels-last), and its card."""
+
+    task = ""  # the card's task this predictor reads
 
     def __init__(self, weights: str | Path, device: str | torch.device = "auto"):
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(weights, self.device)
+        if self.card.get("task", self.task) != self.task:
+            raise WeightsError(f"{weights} holds a {self.card['task']!r} model, not a {self.task!r} one")
         self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
         inp = self.card["input"]
-        self.size = int(inp["size"])
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
         self.readout = self.card.get("readout", {})
+
+
+class CropModel(ShippedModel):
+    """A model fed square crops: crops -> normalised batches at the card's input size."""
+
+    def __init__(self, weights: str | Path, device: str | torch.device = "auto"):
+        super().__init__(weights, device)
+        self.size = int(self.card["input"]["size"])
         self.tta_flip = bool(self.readout.get("tta_flip", False))
 
     def batches(self, crops: list[Image.Image], batch_size: int) -> Iterator[torch.Tensor]:
@@ -57,6 +70,8 @@ class CropModel:
 
 class AgePredictor(CropModel):
     """Age distributions from face crops framed like the training chips."""
+
+    task = "age"
 
     def __init__(self, weights: str | Path = WEIGHTS_DIR / "age.safetensors", device: str | torch.device = "auto"):
         super().__init__(weights, device)
@@ -94,6 +109,8 @@ class AgePredictor(CropModel):
 class PosePredictor(CropModel):
     """Head-pose distributions (joint yaw x pitch, and roll) from upright square face crops."""
 
+    task = "pose"
+
     def __init__(self, weights: str | Path = WEIGHTS_DIR / "pose.safetensors", device: str | torch.device = "auto"):
         super().__init__(weights, device)
         b = self.card["bins"]["yaw"]
@@ -128,6 +145,8 @@ class PosePredictor(CropModel):
 class MultiLabelPredictor(CropModel):
     """Per-class scores (the predicted distribution over the classes) for whole images."""
 
+    task = "multilabel"
+
     def __init__(self, weights: str | Path = WEIGHTS_DIR / "multilabel.safetensors", device: str | torch.device = "auto"):
         super().__init__(weights, device)
         self.classes = list(self.card["classes"])
@@ -152,6 +171,50 @@ class MultiLabelPredictor(CropModel):
                 "labels": [self.classes[i] for i in order if keep[i]],
             })  # fmt: skip
         return out
+
+
+class SegPredictor(ShippedModel):
+    """A class distribution for every pixel of a whole image: the class map, an uncertainty map
+    (normalised entropy) and the share of the image each class covers.
+
+    An image of any size and shape is resized, keeping its aspect ratio, to about as many pixels
+    as the training frames (480 x 360); the maps are brought back to the image's own size.
+    """
+
+    task = "seg"
+
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "seg.safetensors", device: str | torch.device = "auto"):
+        super().__init__(weights, device)
+        self.classes = list(self.card["classes"])
+        self.colours = [tuple(c) for c in self.card["colours"]]
+        self.frame = tuple(int(v) for v in self.card["input"]["size"])  # width, height
+
+    def network_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) the network sees for an image of ``size``: the frame's pixel count, same aspect."""
+        scale = (self.frame[0] * self.frame[1] / (size[0] * size[1])) ** 0.5
+        return max(32, round(size[0] * scale)), max(32, round(size[1] * scale))
+
+    @torch.inference_mode()
+    def probs(self, image: Image.Image) -> torch.Tensor:
+        """(C, h, w) per-pixel distributions at the network's resolution (``network_size``)."""
+        arr = np.asarray(image.convert("RGB").resize(self.network_size(image.size), Image.BILINEAR))[None]
+        x = next(batches(arr, self.device, 1, self.mean, self.std))
+        return torch.softmax(self.model(x)["classes"].float(), dim=1)[0].cpu()
+
+    def predict(self, image: Image.Image) -> dict[str, Any]:
+        """``classes`` (H, W) uint8 class indices and ``uncertainty`` (H, W) float32 in [0, 1], both at
+        the image's size, plus ``fractions`` (class -> share of the pixels) and ``mean_uncertainty``."""
+        p = self.probs(image)
+        small = class_map(p[None])[0]
+        u = uncertainty(p[None])[0]
+        classes = np.asarray(Image.fromarray(small.numpy().astype(np.uint8)).resize(image.size, Image.NEAREST))
+        unc = np.asarray(Image.fromarray(u.numpy().astype(np.float32), mode="F").resize(image.size, Image.BILINEAR)).clip(0, 1)
+        return {
+            "classes": classes,
+            "uncertainty": unc,
+            "fractions": class_fractions(classes, self.classes),
+            "mean_uncertainty": round(float(unc.mean()), 4),
+        }
 
 
 class FacePipeline:

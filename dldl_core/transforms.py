@@ -67,3 +67,34 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2
     c = 1 + (torch.rand(n, 1, 1, 1, device=x.device) * 2 - 1) * contrast
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) * c + mean + b
+
+
+def random_scale_crop(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    size: tuple[int, int],
+    scale: tuple[float, float] = (0.75, 1.5),
+    flip: bool = True,
+    fill: int = 255,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random rescale, crop (``size`` = height, width) and flip of a float image batch
+    (N, 3, H, W) and its class-index maps (N, H, W), one draw per image.
+
+    Labels are sampled nearest-neighbour, so no class is invented; parts of the crop that fall
+    outside the image get ``fill`` (void) in the labels and 0 (the mean colour, after
+    normalising) in the image.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    s = torch.empty(n, device=dev).uniform_(*scale)
+    ax, ay = size[1] / (w * s), size[0] / (h * s)  # half-extent of the crop in the input's [-1, 1] coordinates
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0] = ax * (torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0) if flip else 1.0)
+    theta[:, 1, 1] = ay
+    theta[:, 0, 2] = (torch.rand(n, device=dev) * 2 - 1) * (1 - ax).abs()
+    theta[:, 1, 2] = (torch.rand(n, device=dev) * 2 - 1) * (1 - ay).abs()
+    grid = F.affine_grid(theta, [n, 1, *size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    shifted = (labels.float() + 1).unsqueeze(1)  # 0 now means "outside the image"
+    lab = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False).squeeze(1).long() - 1
+    return out, torch.where(lab < 0, torch.full_like(lab, fill), lab)

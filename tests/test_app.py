@@ -78,3 +78,29 @@ def test_fifty_faces_and_a_huge_photo(tmp_path, utkface_test):
     annotated, *_, status = app.analyze_faces(str(tmp_path / "huge.jpg"))
     assert status.startswith("1 face found")
     assert max(annotated.size) == 1600  # the returned picture is downscaled too
+
+
+def test_analyze_scene_endpoint(client):
+    from gradio_client import handle_file
+
+    overlay, unc, legend, status = client.predict(handle_file(str(example_photos()["coffee (no face)"])), 0.6, api_name="/analyze_scene")
+    assert overlay and unc and status.startswith("Mean uncertainty")
+    assert legend.count("%") == 11 and "Road" in legend and "rgb(128, 64, 128)" in legend
+
+
+def test_scene_overlay_opacity(tmp_path):
+    """The opacity slider re-blends the kept maps without running the model: 0 is the photo, 1 the class colours."""
+    import numpy as np
+    from PIL import Image
+
+    import app
+    from dldl_core.segmentation import colourize
+
+    path = tmp_path / "street.png"
+    Image.new("RGB", (300, 200), (90, 120, 150)).save(path)
+    *_, kept, _ = app.analyze_scene(str(path), 0.5)
+    image, classes, colours = kept
+    assert classes.shape == (200, 300)
+    assert np.array_equal(np.asarray(app.reblend(kept, 0.0)), np.asarray(image))
+    assert np.array_equal(np.asarray(app.reblend(kept, 1.0)), colourize(classes, colours))
+    assert app.reblend(None, 0.5) is None

@@ -12,17 +12,22 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does it)")
 
 
+def _launch(p):
+    """Debian's Chromium, headless, with nothing of its own on the network (so the page can go idle)."""
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync"],
+    )
+
+
 def test_upload_and_see_results(tmp_path, app_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.goto(app_url, wait_until="networkidle")
+        page.goto(app_url, wait_until="load")
         page.locator("input[type=file]").first.set_input_files(str(example_photos()["astronaut"]))
         page.get_by_text("1 face found").wait_for(timeout=120_000)
         annotated = page.locator("#annotated img").first
@@ -33,6 +38,29 @@ def test_upload_and_see_results(tmp_path, app_url):
             chart.wait_for(timeout=30_000)
             assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
         shot = Path(os.environ.get("DLDL_SCREENSHOT", tmp_path / "app.png"))
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 50_000
+        browser.close()
+
+
+def test_street_scene_tab(tmp_path, app_url):
+    from playwright.sync_api import sync_playwright
+
+    from dldl_core.examples import scene_photos
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name="Street scene").click()
+        page.locator("input[type=file]").last.set_input_files(str(scene_photos()["rocket on its pad"]))
+        page.get_by_text("Mean uncertainty").wait_for(timeout=120_000)
+        for image in ("#seg-overlay img", "#seg-uncertainty img"):
+            shown = page.locator(image).first
+            shown.wait_for(timeout=30_000)
+            assert shown.evaluate("img => img.complete && img.naturalWidth") == 640
+        assert page.locator("#seg-legend").inner_text().count("%") == 11
+        shot = Path(os.environ.get("DLDL_SCREENSHOT_SCENE", tmp_path / "scene.png"))
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 50_000
         browser.close()

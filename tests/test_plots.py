@@ -59,3 +59,12 @@ def test_pose_chart_marks_the_expected_pose_and_axes_are_drawn():
     left, right = out[195:206, 130:190], out[195:206, 210:270]
     blue = lambda a: ((a[..., 2] > 200) & (a[..., 0] < 100)).sum()  # noqa: E731
     assert blue(left) > 10 and blue(right) == 0
+
+
+def test_uncertainty_image_runs_from_dark_to_bright():
+    from dldl_core.plots import uncertainty_image
+
+    img = np.asarray(uncertainty_image(np.array([[0.0, 0.5, 1.0, 2.0]])))
+    assert img.shape == (1, 4, 3) and img.dtype == np.uint8
+    brightness = img.sum(-1)
+    assert brightness[0, 0] < 30 < brightness[0, 1] < brightness[0, 2] and (img[0, 3] == img[0, 2]).all()  # clipped at 1

@@ -3,13 +3,16 @@
 import json
 
 import pytest
+import torch
 
 from dldl_core.checkpoint import load_checkpoint
 from dldl_core.data import data_root
+from dldl_core.segmentation import CAMVID_CLASSES
 from train.age import AgeConfig, AgeTask
 from train.engine import command, fit, parse_config
 from train.multilabel import MultiLabelConfig, MultiLabelTask
 from train.pose import PoseConfig, PoseTask
+from train.seg import SegConfig, SegTask
 
 
 def test_parse_config_from_dataclass():
@@ -57,3 +60,16 @@ def test_tiny_multilabel_run(tmp_path):
     card = fit(MultiLabelTask(parse_config(MultiLabelConfig, args)))
     assert 0 < card["metrics"]["val"]["map"] <= 1 and "test" not in card["metrics"]
     assert card["readout"]["activation"] == "softmax" and 0 < card["readout"]["threshold"] < 1
+
+
+def test_tiny_seg_run(tmp_path):
+    _needs("seg/camvid/index.csv")
+    args = ["--out", str(tmp_path / "seg"), "--limit", "16", "--val-limit", "4", "--batch-size", "8", "--epochs", "1",
+            "--crop-height", "64", "--crop-width", "96", "--no-pretrained", "--skip-test", "--cache-dir", str(tmp_path)]
+    card = fit(SegTask(parse_config(SegConfig, args)))
+    model, saved = load_checkpoint(tmp_path / "seg" / "seg.safetensors")
+    assert saved["model"]["architecture"] == "segmentation" and saved["input"]["size"] == [480, 360]
+    assert model(torch.zeros(1, 3, 72, 100))["classes"].shape == (1, 11, 72, 100)  # any input size, maps at that size
+    weights = saved["data"]["class_weights"]
+    assert len(weights) == 11 and weights[CAMVID_CLASSES.index("Pole")] > weights[CAMVID_CLASSES.index("Road")]  # rare classes weigh more
+    assert 0 <= card["metrics"]["val"]["miou"] <= 1 and "test" not in card["metrics"]

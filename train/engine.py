@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dldl_core.checkpoint import save_checkpoint
-from dldl_core.models import DistributionNet
+from dldl_core.models import build_model
 from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -74,9 +74,13 @@ class Task:
         """The model's distribution heads, as ``DistributionNet`` takes them (and the card records them)."""
         raise NotImplementedError
 
-    def build_model(self, pretrained: bool) -> nn.Module:
+    def model_spec(self) -> dict[str, Any]:
+        """The card's ``model`` section, from which ``dldl_core.models.build_model`` rebuilds the network."""
         c = self.config
-        return DistributionNet(c.backbone, self.heads(), c.dropout, pretrained=pretrained)
+        return {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout}
+
+    def build_model(self, pretrained: bool) -> nn.Module:
+        return build_model(self.model_spec(), pretrained)
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
         """Images and labels of one split; only its first ``limit`` rows when ``limit`` > 0."""
@@ -293,7 +297,9 @@ def fit(task: Task) -> dict[str, Any]:
             print("test: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items()), file=sys.stderr)
         card = _card(task, cfg, d, history, metrics)
         card["training"]["ranks_in_sync"] = in_sync
-        card["training"]["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+        card["training"]["device"] = (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads per process)"
+        )
         save_checkpoint(weights_path, best_model, card)
         print(f"wrote {weights_path} and its card", file=sys.stderr)
     if d.world > 1:
@@ -328,7 +334,7 @@ def command(name: str, cfg: TrainConfig) -> str:
 
 
 def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> dict[str, Any]:
-    card = {"task": task.name, "model": {"backbone": cfg.backbone, "heads": task.heads(), "dropout": cfg.dropout}, **task.card()}
+    card = {"task": task.name, "model": task.model_spec(), **task.card()}
     card["training"] = {
         "command": command(task.name, cfg),
         "config": dataclasses.asdict(cfg),

@@ -1,0 +1,76 @@
+"""ONNX export of a shipped model, for runtimes without PyTorch (onnxruntime, TensorRT, OpenVINO...).
+
+The exported graph takes the normalised image batch (``image``, N x 3 x H x W, the model card's
+mean and std) and returns the predicted *distributions* (softmax already applied), one output per
+head: (N, bins) or (N, a, b) for a joint grid; (N, C, H, W) per-pixel distributions for
+segmentation, whose height and width may vary. Batch norm is folded into the convolutions first.
+The model card is written beside the file: it says how to crop and normalise, and the bins.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import card_path, load_checkpoint
+from .models import fold_batchnorm
+
+
+class _Distributions(nn.Module):
+    """The model with a softmax over each head's distribution, outputs as a tuple in head order."""
+
+    def __init__(self, model: nn.Module, heads: list[str], per_pixel: bool):
+        super().__init__()
+        self.model, self.heads, self.per_pixel = model, heads, per_pixel
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(image)
+        if self.per_pixel:
+            return tuple(torch.softmax(out[k], dim=1) for k in self.heads)
+        return tuple(torch.softmax(out[k].flatten(1), dim=1).view_as(out[k]) for k in self.heads)
+
+
+def export_onnx(weights: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``."""
+    model, card = load_checkpoint(weights, "cpu")
+    model = fold_batchnorm(model)
+    per_pixel = card["model"].get("architecture") == "segmentation"
+    heads = list(card["model"]["heads"])
+    size = card["input"]["size"]
+    w, h = (size, size) if isinstance(size, int) else size
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if per_pixel:
+        dims |= {2: torch.export.Dim("height", min=32, max=8192), 3: torch.export.Dim("width", min=32, max=8192)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _Distributions(model, heads, per_pixel).eval(),
+        (torch.zeros(2, 3, h, w),),
+        str(out),
+        input_names=["image"],
+        output_names=heads,
+        dynamic_shapes={"image": dims},
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    shutil.copy(card_path(weights), out.with_suffix(".json"))
+    return out
+
+
+class OnnxModel:
+    """An exported model in an onnxruntime session (CPU): normalised batch -> distributions by head name."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = images.detach().cpu().contiguous().numpy()
+        return {n: torch.from_numpy(v) for n, v in zip(self.names, self.session.run(None, {"image": x}))}
+

@@ -1,0 +1,46 @@
+"""ONNX export: onnxruntime gives the same distributions as PyTorch (max abs difference below 1e-4)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dldl_core.cli import main as cli_main
+from dldl_core.export import OnnxModel
+from dldl_core.predict import WEIGHTS_DIR, AgePredictor, PosePredictor, SegPredictor
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; install it to test the ONNX export")
+
+
+@pytest.mark.parametrize("task, predictor", [("age", AgePredictor), ("pose", PosePredictor)])
+def test_face_models_match_pytorch(tmp_path, task, predictor):
+    out = tmp_path / f"{task}.onnx"
+    assert cli_main(["export", "onnx", task, "--out", str(out)]) == 0
+    assert out.with_suffix(".json").is_file()  # the card travels with the model
+    model = predictor(WEIGHTS_DIR / f"{task}.safetensors", "cpu")
+    rng = np.random.default_rng(0)
+    crops = [Image.fromarray(rng.integers(0, 255, (150, 150, 3), dtype=np.uint8)) for _ in range(3)]
+    x = next(model.batches(crops, 8)).contiguous()
+    got = OnnxModel(out)(x)
+    with torch.inference_mode():
+        logits = model.model(x)
+    assert set(got) == set(logits)
+    for name, z in logits.items():
+        want = torch.softmax(z.flatten(1), 1).view_as(z)
+        assert got[name].shape == want.shape and (got[name] - want).abs().max() < 1e-4
+
+
+def test_segmentation_model_matches_pytorch_at_any_size(tmp_path):
+    out = tmp_path / "seg.onnx"
+    assert cli_main(["export", "onnx", "seg", "--out", str(out)]) == 0
+    model = SegPredictor(WEIGHTS_DIR / "seg.safetensors", "cpu")
+    x = torch.randn(1, 3, 200, 330)  # not the export size
+    got = OnnxModel(out)(x)["classes"]
+    with torch.inference_mode():
+        want = torch.softmax(model.model(x)["classes"], 1)
+    assert got.shape == (1, 11, 200, 330) and (got - want).abs().max() < 1e-4
+
+
+def test_missing_weights(tmp_path, capsys):
+    assert cli_main(["export", "onnx", "age", "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "missing" in capsys.readouterr().err
