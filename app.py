@@ -26,6 +26,7 @@ MAX_SIDE = 1600  # pictures the app returns are at most this many pixels wide or
 _models: dict[str, object] = {}
 _lock = threading.Lock()
 _device = "auto"
+_backend = "torch"
 
 
 class PhotoInput(gr.Image):
@@ -55,8 +56,8 @@ def _shared(name: str, load):
 
 def pipeline() -> FacePipeline:
     def load() -> FacePipeline:
-        pose = PosePredictor(device=_device) if (WEIGHTS_DIR / "pose.safetensors").exists() else None
-        return FacePipeline(AgePredictor(device=_device), pose)
+        pose = PosePredictor(device=_device, backend=_backend) if (WEIGHTS_DIR / "pose.safetensors").exists() else None
+        return FacePipeline(AgePredictor(device=_device, backend=_backend), pose)
 
     return _shared("faces", load)
 
@@ -99,7 +100,7 @@ def analyze_objects(path: str | None):
     """Photo -> (class score chart, the objects named, JSON file)."""
     image = _read(path)
     try:
-        model = _shared("objects", lambda: MultiLabelPredictor(device=_device))
+        model = _shared("objects", lambda: MultiLabelPredictor(device=_device, backend=_backend))
     except WeightsError as exc:
         raise gr.Error(str(exc)) from exc
     result = model.predict_images([image])[0]
@@ -112,7 +113,7 @@ def analyze_scene(path: str | None, opacity: float):
     """Photo -> (class overlay, uncertainty map, legend, kept maps for the opacity slider, status)."""
     image = fit_within(_read(path), MAX_SIDE)  # the network sees about 480 x 360 pixels anyway
     try:
-        model = _shared("scene", lambda: SegPredictor(device=_device))
+        model = _shared("scene", lambda: SegPredictor(device=_device, backend=_backend))
     except WeightsError as exc:
         raise gr.Error(str(exc)) from exc
     result = model.predict(image)
@@ -218,14 +219,15 @@ def build() -> gr.Blocks:
 
 
 def main() -> None:
-    global _device
+    global _device, _backend
     ap = argparse.ArgumentParser(description="dldl demo app")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also make a public gradio.live link")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run the models in onnxruntime (CPU; exported on first use)")
     args = ap.parse_args()
-    _device = args.device
+    _device, _backend = args.device, args.backend
     demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share)
 
 

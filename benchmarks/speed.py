@@ -14,19 +14,17 @@ import argparse
 import contextlib
 import io
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from benchmarks.timing import machine, median_ms
+from benchmarks.timing import interleaved_median_ms, machine, median_ms
 from dldl_core.checkpoint import read_card
 from dldl_core.cli import main as cli_main
 from dldl_core.data import read_utkface
 from dldl_core.examples import example_photos
-from dldl_core.export import OnnxModel, export_onnx
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
 from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, PosePredictor, SegPredictor
@@ -42,22 +40,21 @@ def faces_photo(n: int) -> Image.Image:
 
 
 @torch.inference_mode()
-def model_times(age: AgePredictor, pose: PosePredictor, runs: int) -> dict[str, tuple[float, float]]:
-    """Median ms of each model through PyTorch (batch norm folded, channels-last, as the predictors
-    run it) and through its ONNX export in onnxruntime, on the same input."""
-    models = {"age, 8 face crops and their mirror images (16 x 128 px)": (age, torch.randn(16, 3, 128, 128)),
-              "pose, 8 face crops and their mirror images (16 x 112 px)": (pose, torch.randn(16, 3, 112, 112))}
-    seg = WEIGHTS_DIR / "seg.safetensors"
-    if seg.is_file():
-        models["segmentation, one 480x360 frame"] = (SegPredictor(seg, age.device), torch.randn(1, 3, 360, 480))
+def model_times(runs: int) -> dict[str, tuple[float, float]]:
+    """Median ms of each shipped model on the CPU through PyTorch (batch norm folded,
+    channels-last, as the predictors run it) and through its ONNX export in onnxruntime."""
+    inputs = {AgePredictor: ("age, 8 face crops and their mirror images (16 x 128 px)", (16, 3, 128, 128)),
+              PosePredictor: ("pose, 8 face crops and their mirror images (16 x 112 px)", (16, 3, 112, 112)),
+              SegPredictor: ("segmentation, one 480x360 frame", (1, 3, 360, 480))}
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (model, x) in models.items():
-            task = model.card["task"]
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                onnx = OnnxModel(export_onnx(WEIGHTS_DIR / f"{task}.safetensors", Path(tmp) / f"{task}.onnx"))
-            xt = x.to(model.device).contiguous(memory_format=torch.channels_last)
-            out[name] = (median_ms(lambda: model.model(xt), runs), median_ms(lambda: onnx(x), runs))
+    for predictor, (name, shape) in inputs.items():
+        if not (WEIGHTS_DIR / f"{predictor.task}.safetensors").is_file():
+            continue
+        x = torch.randn(shape)
+        xt = x.contiguous(memory_format=torch.channels_last)
+        torch_model = predictor(device="cpu").model
+        onnx_model = predictor(device="cpu", backend="onnx").model
+        out[name] = (median_ms(lambda: torch_model(xt), runs), median_ms(lambda: onnx_model(x), runs))
     return out
 
 
@@ -67,28 +64,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crops", type=int, default=1000, help="UTKFace test chips for the batch command line")
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="how the predictors run their models")
     args = ap.parse_args(argv)
 
     detector = FaceDetector(device=args.device)
-    age, pose = AgePredictor(device=args.device), PosePredictor(device=args.device)
+    age, pose = AgePredictor(device=args.device, backend=args.backend), PosePredictor(device=args.device, backend=args.backend)
     pipeline = FacePipeline(age, pose, detector)
 
     photo = Image.new("RGB", (640, 480), (120, 120, 120))
     photo.paste(load_image(example_photos()["astronaut"]).resize((480, 480), Image.BILINEAR), (80, 0))
     assert len(detector.detect(photo)) == 1
-    det = median_ms(lambda: detector.detect(photo), args.runs)
-    full = median_ms(lambda: pipeline.analyze(photo), args.runs)
+    det, full = interleaved_median_ms([lambda: detector.detect(photo), lambda: pipeline.analyze(photo)], args.runs)
 
     one, eight = faces_photo(1), faces_photo(8)
     assert len(detector.detect(one)) == 1 and len(detector.detect(eight)) == 8
-    models = {}
-    for n, im in ((1, one), (8, eight)):
-        faces = detector.detect(im)
-        models[n] = median_ms(lambda: pipeline.describe(im, faces), args.runs)
+    faces1, faces8 = detector.detect(one), detector.detect(eight)
+    models = dict(zip((1, 8), interleaved_median_ms([lambda: pipeline.describe(one, faces1), lambda: pipeline.describe(eight, faces8)], args.runs)))
     per_face = (models[8] - models[1]) / 7
 
-    print(f"Speed ({machine(args.device)}; "
-          f"medians of {args.runs} runs after warm-up)")
+    print(f"Speed ({machine(args.device)}, {args.backend} backend; "
+          f"medians of {args.runs} runs after warm-up, paired measurements timed in turn)")
     print()
     print("| measurement | value |")
     print("|---|---|")
@@ -108,16 +103,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| faces pipeline on a 1300x650 photo of 50 faces ({found} found) | {fifty:.0f} ms |")
         paths = [str(r.path) for r in rows]
         for task in ("age", "pose"):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                cli_main(["predict", task, *paths, "--crops", "--device", args.device])
-            rate = len(paths) / (time.perf_counter() - t0)
-            print(f"| `predict {task} --crops` on {len(paths)} face crops (reading, model, JSON) | {rate:.0f} images/s |")
+                cli_main(["predict", task, *paths, "--crops", "--device", args.device, "--backend", args.backend])
+            wall = time.perf_counter() - t0
+            busy = (time.process_time() - c0) / wall  # CPU seconds of all threads per second
+            print(f"| `predict {task} --crops` on {len(paths)} face crops (reading, model, JSON) | {len(paths) / wall:.0f} images/s, {busy:.1f} cores busy |")
 
     print()
     print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | onnxruntime |")
     print("|---|---|---|")
-    for name, ms in model_times(age, pose, args.runs).items():
+    for name, ms in model_times(args.runs).items():
         print(f"| {name} | " + " | ".join(f"{v:.1f} ms" for v in ms) + " |")
 
     print()

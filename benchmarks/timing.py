@@ -27,6 +27,21 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def interleaved_median_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 3) -> list[float]:
+    """Median wall time in ms of each of ``fns``, timed in turn within each round, so that a slow
+    spell of a shared machine weighs on all of them alike (their ratio is what is compared)."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
+
+
 def per_face_ms(predict_crops: Callable[[list], list], crops: list, singles: int = 50) -> tuple[float, float]:
     """(ms per face when all ``crops`` go as batches, median ms for one face alone), after a warm-up."""
     predict_crops(crops[:64])

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--out-dir", help="seg: write each class map here as <stem>.png (8-bit class index per pixel)")
     pred.add_argument("--uncertainty", action="store_true", help="seg: also write <stem>_uncertainty.png (entropy / ln C, 0-255)")
     pred.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    pred.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                      help="onnx: run the models through their ONNX export in onnxruntime (CPU; exported on first use and cached)")
     pred.add_argument("--batch-size", type=int, default=64, help="images per batch with --crops and for multilabel")
     exp = sub.add_parser("export", help="export a model for other runtimes (its card is written beside it)")
     exp.add_argument("format", choices=["onnx"])
@@ -59,16 +61,16 @@ def _results(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield from _segment(paths, args)
         return
     if args.task == "multilabel":
-        model = MultiLabelPredictor(args.multilabel_weights, args.device)
+        model = MultiLabelPredictor(args.multilabel_weights, args.device, args.backend)
         for chunk in _chunks(paths, args.batch_size):
             results = iter(model.predict_images([im for _, im in chunk if im is not None]))
             yield from (row if im is None else {**row, **next(results)} for row, im in chunk)
         return
     models: dict[str, CropModel] = {}
     if args.task in ("age", "faces"):
-        models["age"] = AgePredictor(args.age_weights, args.device)
+        models["age"] = AgePredictor(args.age_weights, args.device, args.backend)
     if args.task in ("pose", "faces"):
-        models["pose"] = PosePredictor(args.pose_weights, args.device)
+        models["pose"] = PosePredictor(args.pose_weights, args.device, args.backend)
     if args.crops:
         ((name, crop_model),) = models.items()
         for chunk in _chunks(paths, args.batch_size):
@@ -82,7 +84,7 @@ def _results(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 def _segment(paths: list[Path], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    model = SegPredictor(args.seg_weights, args.device)
+    model = SegPredictor(args.seg_weights, args.device, args.backend)
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)

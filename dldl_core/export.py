@@ -9,6 +9,10 @@ The model card is written beside the file: it says how to crop and normalise, an
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import os
 import shutil
 from pathlib import Path
 
@@ -19,22 +23,26 @@ from .checkpoint import card_path, load_checkpoint
 from .models import fold_batchnorm
 
 
-class _Distributions(nn.Module):
-    """The model with a softmax over each head's distribution, outputs as a tuple in head order."""
+class _Outputs(nn.Module):
+    """The model's heads as a tuple in head order: distributions (a softmax over each head's
+    distribution) or, with ``logits``, the raw logits."""
 
-    def __init__(self, model: nn.Module, heads: list[str], per_pixel: bool):
+    def __init__(self, model: nn.Module, heads: list[str], per_pixel: bool, logits: bool):
         super().__init__()
-        self.model, self.heads, self.per_pixel = model, heads, per_pixel
+        self.model, self.heads, self.per_pixel, self.logits = model, heads, per_pixel, logits
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(image)
+        if self.logits:
+            return tuple(out[k] for k in self.heads)
         if self.per_pixel:
             return tuple(torch.softmax(out[k], dim=1) for k in self.heads)
         return tuple(torch.softmax(out[k].flatten(1), dim=1).view_as(out[k]) for k in self.heads)
 
 
-def export_onnx(weights: str | Path, out: str | Path) -> Path:
-    """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``."""
+def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> Path:
+    """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``.
+    With ``logits`` the outputs are the heads' logits (what the predictors read) instead."""
     model, card = load_checkpoint(weights, "cpu")
     model = fold_batchnorm(model)
     per_pixel = card["model"].get("architecture") == "segmentation"
@@ -47,7 +55,7 @@ def export_onnx(weights: str | Path, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        _Distributions(model, heads, per_pixel).eval(),
+        _Outputs(model, heads, per_pixel, logits).eval(),
         (torch.zeros(2, 3, h, w),),
         str(out),
         input_names=["image"],
@@ -61,13 +69,32 @@ def export_onnx(weights: str | Path, out: str | Path) -> Path:
     return out
 
 
+def cached_export(weights: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """The logits export of ``weights``, made once and kept in ``cache_dir`` (default
+    ``~/.cache/dldl/onnx``) under a name that hashes the weights file."""
+    digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:16]
+    path = Path(cache_dir or Path.home() / ".cache" / "dldl" / "onnx") / f"{Path(weights).stem}-{digest}.onnx"
+    if not path.is_file():
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
+            export_onnx(weights, tmp, logits=True)
+        tmp.replace(path)
+        tmp.with_suffix(".json").unlink()
+    return path
+
+
 class OnnxModel:
-    """An exported model in an onnxruntime session (CPU): normalised batch -> distributions by head name."""
+    """An exported model in an onnxruntime session (CPU): normalised batch -> outputs by head name
+    (as ``model(x)`` gives them in PyTorch)."""
 
     def __init__(self, path: str | Path):
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        # Idle onnxruntime threads otherwise spin for a while after each run, taking the cores
+        # from PyTorch work in between (face detection), which then runs at half speed.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

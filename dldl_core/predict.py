@@ -19,6 +19,7 @@ from PIL import Image
 from .checkpoint import WeightsError, load_checkpoint
 from .data import PROJECT_ROOT, resize_square
 from .distributions import bin_grid
+from .export import OnnxModel, cached_export
 from .faces import Face, FaceDetector, aligned_crop, box_square, square_crop
 from .models import fold_batchnorm, with_mirror
 from .multilabel import class_scores, name_present
@@ -38,16 +39,27 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class ShippedModel:
-    """A shipped model, ready for inference (batch norm folded, channels-last), and its card."""
+    """A shipped model, ready for inference (batch norm folded, channels-last), and its card.
+
+    ``backend="onnx"`` runs the model through its ONNX export in onnxruntime instead (CPU only;
+    the export is made on first use and cached): faster for the face models on a CPU, see the
+    README's Speed section.
+    """
 
     task = ""  # the card's task this predictor reads
 
-    def __init__(self, weights: str | Path, device: str | torch.device = "auto"):
+    def __init__(self, weights: str | Path, device: str | torch.device = "auto", backend: str = "torch"):
         self.device = resolve_device(device)
         self.model, self.card = load_checkpoint(weights, self.device)
         if self.card.get("task", self.task) != self.task:
             raise WeightsError(f"{weights} holds a {self.card['task']!r} model, not a {self.task!r} one")
         self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
+        if backend == "onnx":
+            if self.device.type != "cpu":
+                raise ValueError("the onnx backend runs on the CPU; use the torch backend on a GPU")
+            self.model = OnnxModel(cached_export(weights))
+        elif backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         inp = self.card["input"]
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
         self.readout = self.card.get("readout", {})
@@ -56,8 +68,8 @@ class ShippedModel:
 class CropModel(ShippedModel):
     """A model fed square crops: crops -> normalised batches at the card's input size."""
 
-    def __init__(self, weights: str | Path, device: str | torch.device = "auto"):
-        super().__init__(weights, device)
+    def __init__(self, weights: str | Path, device: str | torch.device = "auto", backend: str = "torch"):
+        super().__init__(weights, device, backend)
         self.size = int(self.card["input"]["size"])
         self.tta_flip = bool(self.readout.get("tta_flip", False))
 
@@ -73,8 +85,8 @@ class AgePredictor(CropModel):
 
     task = "age"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "age.safetensors", device: str | torch.device = "auto"):
-        super().__init__(weights, device)
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "age.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
+        super().__init__(weights, device, backend)
         b = self.card["bins"]["age"]
         self.bins = bin_grid(b["start"], b["stop"], b["step"])
         crop = self.card["input"]["crop"]
@@ -111,8 +123,8 @@ class PosePredictor(CropModel):
 
     task = "pose"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "pose.safetensors", device: str | torch.device = "auto"):
-        super().__init__(weights, device)
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "pose.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
+        super().__init__(weights, device, backend)
         b = self.card["bins"]["yaw"]
         self.step = float(b["step"])
         self.bins = bin_grid(b["start"], b["stop"], self.step)
@@ -147,8 +159,8 @@ class MultiLabelPredictor(CropModel):
 
     task = "multilabel"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "multilabel.safetensors", device: str | torch.device = "auto"):
-        super().__init__(weights, device)
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "multilabel.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
+        super().__init__(weights, device, backend)
         self.classes = list(self.card["classes"])
         self.activation = self.readout.get("activation", "softmax")
         self.threshold = float(self.readout.get("threshold", 0.5))
@@ -183,8 +195,8 @@ class SegPredictor(ShippedModel):
 
     task = "seg"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "seg.safetensors", device: str | torch.device = "auto"):
-        super().__init__(weights, device)
+    def __init__(self, weights: str | Path = WEIGHTS_DIR / "seg.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
+        super().__init__(weights, device, backend)
         self.classes = list(self.card["classes"])
         self.colours = [tuple(c) for c in self.card["colours"]]
         self.frame = tuple(int(v) for v in self.card["input"]["size"])  # width, height

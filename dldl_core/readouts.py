@@ -59,13 +59,14 @@ def summarize(probs: torch.Tensor, bins: torch.Tensor, level: float = 0.8) -> li
     """Per-row dict of mean, mode, std, interval and the probabilities (JSON-ready)."""
     mean, md, sd = expectation(probs, bins), mode(probs, bins), std(probs, bins)
     iv = credible_interval(probs, bins, level)
+    rounded = torch.round(probs.double(), decimals=5)
     return [
         {
             "mean": round(float(mean[i]), 2),
             "mode": round(float(md[i]), 2),
             "std": round(float(sd[i]), 2),
             "interval": [round(float(iv[i, 0]), 2), round(float(iv[i, 1]), 2)],
-            "probs": [round(float(v), 5) for v in probs[i]],
+            "probs": rounded[i].tolist(),
         }
         for i in range(len(probs))
     ]

@@ -44,3 +44,16 @@ def test_segmentation_model_matches_pytorch_at_any_size(tmp_path):
 def test_missing_weights(tmp_path, capsys):
     assert cli_main(["export", "onnx", "age", "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("predictor", [AgePredictor, PosePredictor])
+def test_onnx_backend_gives_the_same_readouts(predictor):
+    rng = np.random.default_rng(1)
+    crops = [Image.fromarray(rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)) for _ in range(3)]
+    torch_out = predictor(device="cpu").predict_crops(crops)
+    onnx_model = predictor(device="cpu", backend="onnx")
+    assert type(onnx_model.model).__name__ == "OnnxModel"
+    for a, b in zip(torch_out, onnx_model.predict_crops(crops)):
+        assert np.abs(np.array(a["probs"]) - np.array(b["probs"])).max() < 1e-4
+    with pytest.raises(ValueError, match="unknown backend"):
+        predictor(device="cpu", backend="tensorrt")
