@@ -99,3 +99,18 @@ def test_shipped_multilabel_model_on_val(coco_val):
     assert all(set(o["scores"]) == set(VOC_CLASSES) and abs(sum(o["scores"].values()) - 1) < 1e-2 for o in out)
     person = [o for o, r in zip(out, rows[:5]) if r.present == {"person"}]
     assert all(o["labels"][:1] == ["person"] for o in person)
+
+
+def test_cross_validation_folds_split_train_and_never_read_val():
+    from train.multilabel import MultiLabelConfig, MultiLabelTask
+
+    if not (data_root() / "multilabel" / "coco_tiny" / "instances.json").is_file():
+        pytest.skip(f"COCO tiny not found under {data_root()} (set DLDL_DATA to the data folder)")
+    train = {r.path for r in read_coco_multilabel(split="train")}
+    seen = []
+    for k in range(3):
+        task = MultiLabelTask(MultiLabelConfig(folds=3, fold=k))
+        fit_rows, held_out = {r.path for r in task.records("train")}, {r.path for r in task.records("val")}
+        assert fit_rows | held_out == train and not fit_rows & held_out
+        seen.append(held_out)
+    assert set().union(*seen) == train and sum(map(len, seen)) == len(train)  # each row held out once

@@ -61,6 +61,7 @@ class TrainConfig:
     cache_dir: str | None = opt(None, "decoded-image cache; default ~/.cache/dldl")
     backbone_lr_scale: float = opt(1.0, "the backbone's learning rate as a fraction of lr (0 = frozen backbone, a linear probe)")
     freeze_bn: bool = opt(False, "keep batch-norm statistics fixed while training (then data-parallel runs match one process exactly)")
+    keep: str = opt("best", "the weights kept: the best epoch on val, or the last epoch (val is then only reported)", ("best", "last"))
 
 
 class Task:
@@ -260,7 +261,7 @@ def fit(task: Task) -> dict[str, Any]:
             history.append(record)
             print(f"epoch {epoch + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({ips:.0f} img/s)", file=sys.stderr, flush=True)
             better = best is None or (metrics["score"] > best if task.higher_is_better else metrics["score"] < best)
-            if better:
+            if better or cfg.keep == "last":
                 best = metrics["score"]
                 save_checkpoint(weights_path, model, _card(task, cfg, d, history, {"val": metrics}))
             out.mkdir(parents=True, exist_ok=True)

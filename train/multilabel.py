@@ -6,7 +6,10 @@ regions, tiny objects; VOC's "difficult" with ``--voc``) gets
 ``ambiguous_weight``, and the row is normalised. The network learns it with
 KL. ``--loss bce`` trains the usual per-class binary cross-entropy baseline
 instead (ambiguous classes count as present), on the same backbone and budget.
-Trains on ``train`` and selects and reports on ``val`` (the set has no test split).
+Trains on ``train`` and reports on ``val`` (the set has no test split), keeping the
+last epoch; ``--folds K --fold k`` trains on part of ``train`` and validates on its
+k-th fold instead, which is how ``benchmarks.multilabel`` chooses the learning rate
+without looking at ``val``.
 
 With 189 training images, fine-tuning the whole network loses more than it
 gains (validation mAP fell from 0.52 after one epoch to about 0.45), so by
@@ -46,7 +49,8 @@ class MultiLabelConfig(TrainConfig):
     warmup_epochs: float = opt(2.0, "epochs of linear learning-rate warm-up")
     backbone_lr_scale: float = opt(0.0, "the backbone's lr as a fraction of lr; 0 (default) trains the head only on frozen ImageNet features")
     freeze_bn: bool = opt(True, "keep batch-norm statistics fixed (ImageNet's) while training")
-    skip_test: bool = opt(True, "COCO tiny has no test split: val is where the model is selected and reported")
+    skip_test: bool = opt(True, "COCO tiny has no test split: val is where the model is reported")
+    keep: str = opt("last", "the weights kept: the last epoch (default: val, the only held-out split, then only reports) or the best on val", ("best", "last"))
     voc: str | None = opt(None, "train on a PASCAL VOC folder (Annotations, ImageSets/Main, JPEGImages) instead")
     image_size: int = opt(224, "network input side in pixels (images are resized to a square)")
     loss: str = opt("kl", "kl (label distribution) or bce (per-class baseline)", ("kl", "bce"))
@@ -54,6 +58,8 @@ class MultiLabelConfig(TrainConfig):
     small_area: float = opt(32 * 32, "COCO objects smaller than this (pixels of the stored image) are ambiguous")
     imagenet_head: bool = opt(True, "start the class head from the ImageNet classifier's matching classes (IMAGENET_CLASSES)")
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast")
+    folds: int = opt(0, "cross-validation on train: with K > 1 folds, train on the other folds of train and validate on --fold (val is not read)")
+    fold: int = opt(0, "the held-out fold of train, 0..folds-1")
 
 
 # ImageNet-1k class indices that are instances of each VOC class (person has none). With 189
@@ -115,6 +121,9 @@ class MultiLabelTask(Task):
 
     def records(self, split: str) -> list[MultiLabelRecord]:
         c = self.config
+        if c.folds > 1 and split in ("train", "val"):  # cross-validation: both come from train
+            rows = read_voc(c.voc, "train") if c.voc else read_coco_multilabel(c.data, "train", c.small_area)
+            return [r for i, r in enumerate(rows) if (i % c.folds == c.fold) == (split == "val")]
         return read_voc(c.voc, split) if c.voc else read_coco_multilabel(c.data, split, c.small_area)
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
@@ -176,7 +185,8 @@ class MultiLabelTask(Task):
                 f"{c.ambiguous_weight}, normalised" if c.loss == "kl" else "per-class binary cross-entropy (baseline)",
                 "ambiguous": "VOC difficult flags" if c.voc else f"iscrowd or area < {c.small_area:g} px",
                 "train": "split == train",
-                "select": "split == val (best epoch by mAP; naming threshold by F1)",
+                "select": (f"fold {c.fold} of {c.folds} of train (cross-validation)" if c.folds > 1 else "split == val")
+                + (" (best epoch by mAP" if c.keep == "best" else " (last epoch kept, val only reported") + "; naming threshold by F1)",
                 "test": "none: val is the reported split",
             },
         }
