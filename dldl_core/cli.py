@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out-dir and --uncertainty are for seg")
     if args.uncertainty and not args.out_dir:
         parser.error("--uncertainty writes images: give --out-dir too")
+    if args.backend == "onnx" and args.device not in ("auto", "cpu"):
+        parser.error("--backend onnx runs on the CPU: leave --device auto or cpu")
     out = open(args.out, "w") if args.out else sys.stdout
     failed = total = 0
     try:

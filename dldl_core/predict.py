@@ -49,7 +49,7 @@ class ShippedModel:
     task = ""  # the card's task this predictor reads
 
     def __init__(self, weights: str | Path, device: str | torch.device = "auto", backend: str = "torch"):
-        self.device = resolve_device(device)
+        self.device = resolve_device("cpu" if backend == "onnx" and str(device) == "auto" else device)
         self.model, self.card = load_checkpoint(weights, self.device)
         if self.card.get("task", self.task) != self.task:
             raise WeightsError(f"{weights} holds a {self.card['task']!r} model, not a {self.task!r} one")

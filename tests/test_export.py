@@ -57,3 +57,9 @@ def test_onnx_backend_gives_the_same_readouts(predictor):
         assert np.abs(np.array(a["probs"]) - np.array(b["probs"])).max() < 1e-4
     with pytest.raises(ValueError, match="unknown backend"):
         predictor(device="cpu", backend="tensorrt")
+
+
+def test_onnx_backend_is_for_the_cpu(tmp_path):
+    with pytest.raises(SystemExit):  # a usage error, not a traceback
+        cli_main(["predict", "age", str(tmp_path), "--backend", "onnx", "--device", "cuda"])
+    assert AgePredictor(backend="onnx").device.type == "cpu"  # auto means the CPU for onnxruntime
