@@ -21,12 +21,11 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import machine, median_ms
-from dldl_core.data import image_cache, read_camvid
 from dldl_core.distributions import boundary_distribution
-from dldl_core.metrics import confusion_matrix, iou_per_class
+from dldl_core.metrics import confusion_matrix, iou_summary
 from dldl_core.predict import WEIGHTS_DIR, SegPredictor
 from dldl_core.segmentation import CAMVID_CLASSES, uncertainty
-from train.seg import FRAME
+from train.seg import FRAME, SegConfig, SegTask
 
 RECORD = Path(__file__).resolve().parent / "records" / "seg_ce.json"
 
@@ -50,15 +49,11 @@ def evaluate(model: SegPredictor, images: np.ndarray, labels: torch.Tensor) -> d
             sums[f"{name}_hits"] += float(hit[mask].sum())
             sums[f"{name}_n"] += float(mask.sum())
             sums[f"{name}_u"] += float(unc[mask].sum())
-    per = iou_per_class(conf)
-    out = {f"iou_{n}": v for n, v in zip(CAMVID_CLASSES, per)}
-    out["miou"] = float(np.mean([v for v in per if v is not None]))
-    out["pixel_accuracy"] = float(conf.diag().sum() / conf.sum())
+    out = iou_summary(conf, model.classes)
     out["boundary_accuracy"] = sums["edge_hits"] / sums["edge_n"]
     out["interior_accuracy"] = sums["in_hits"] / sums["in_n"]
     out["boundary_uncertainty"] = sums["edge_u"] / sums["edge_n"]
     out["interior_uncertainty"] = sums["in_u"] / sums["in_n"]
-    out["boundary_share"] = sums["edge_n"] / (sums["edge_n"] + sums["in_n"])
     return out
 
 
@@ -75,10 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N test frames only (0 = all 233)")
     args = ap.parse_args(argv)
 
-    rows = read_camvid(args.data, "test")
-    rows = rows[: args.limit] if args.limit else rows
-    images = image_cache([r.image for r in rows], FRAME)
-    labels = torch.from_numpy(np.array(image_cache([r.mask for r in rows], FRAME, label_map=True)))
+    images, labels = SegTask(SegConfig(data=args.data)).load_split("test", args.limit)  # as training evaluates it
 
     columns: dict[str, dict[str, float]] = {}
     speed: dict[str, str] = {}
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         columns[name] = card["metrics"]["test"]
         speed[name] = ""
 
-    print(f"CamVid test ({len(rows)} frames at {FRAME[0]}x{FRAME[1]}, 11 classes, void ignored; {machine('cpu')})")
+    print(f"CamVid test ({len(images)} frames at {FRAME[0]}x{FRAME[1]}, 11 classes, void ignored; {machine('cpu')})")
     print()
     names = list(columns)
     print("| | " + " | ".join(names) + " |")

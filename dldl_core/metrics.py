@@ -62,3 +62,13 @@ def iou_per_class(confusion: torch.Tensor) -> list[float | None]:
     c = confusion.double()
     inter, union = c.diag(), c.sum(0) + c.sum(1) - c.diag()
     return [float(i / u) if u > 0 else None for i, u in zip(inter, union)]
+
+
+def iou_summary(confusion: torch.Tensor, names: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """``miou`` (mean over the classes present or predicted), ``pixel_accuracy`` and ``iou_<name>``
+    for each such class, from a (C, C) confusion matrix."""
+    per = iou_per_class(confusion)
+    present = [v for v in per if v is not None]
+    out = {"miou": sum(present) / len(present), "pixel_accuracy": float(confusion.diag().sum() / confusion.sum())}
+    out.update({f"iou_{n}": v for n, v in zip(names, per) if v is not None})
+    return out

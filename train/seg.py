@@ -21,7 +21,7 @@ from torch import nn
 from dldl_core.data import data_root, image_cache, read_camvid
 from dldl_core.distributions import boundary_distribution
 from dldl_core.losses import pixel_kl_from_logits
-from dldl_core.metrics import confusion_matrix, iou_per_class
+from dldl_core.metrics import confusion_matrix, iou_summary
 from dldl_core.segmentation import CAMVID_CLASSES, CAMVID_COLOURS, CAMVID_VOID
 from dldl_core.transforms import batches, color_jitter, normalize, random_scale_crop
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
@@ -100,12 +100,8 @@ class SegTask(Task):
         for i, x in zip(range(0, len(images), 8), batches(images, device, 8)):
             pred = model(x)["classes"].argmax(1).cpu()
             conf += confusion_matrix(pred, labels[i : i + 8], self.classes)
-        per = iou_per_class(conf)
-        present = [v for v in per if v is not None]
-        miou = sum(present) / len(present)
-        metrics = {"score": miou, "miou": miou, "pixel_accuracy": float(conf.diag().sum() / conf.sum())}
-        metrics.update({f"iou_{n}": v for n, v in zip(CAMVID_CLASSES, per) if v is not None})
-        return metrics
+        summary = iou_summary(conf, CAMVID_CLASSES)
+        return {"score": summary["miou"], **summary}
 
     def card(self) -> dict[str, Any]:
         c = self.config
