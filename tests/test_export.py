@@ -7,13 +7,13 @@ from PIL import Image
 
 from dldl_core.cli import main as cli_main
 from dldl_core.export import OnnxModel
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, PosePredictor, SegPredictor
+from dldl_core.predict import WEIGHTS_DIR, AgePredictor, MultiLabelPredictor, PosePredictor, SegPredictor
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; install it to test the ONNX export")
 
 
-@pytest.mark.parametrize("task, predictor", [("age", AgePredictor), ("pose", PosePredictor)])
-def test_face_models_match_pytorch(tmp_path, task, predictor):
+@pytest.mark.parametrize("task, predictor", [("age", AgePredictor), ("pose", PosePredictor), ("multilabel", MultiLabelPredictor)])
+def test_crop_models_match_pytorch(tmp_path, task, predictor):
     out = tmp_path / f"{task}.onnx"
     assert cli_main(["export", "onnx", task, "--out", str(out)]) == 0
     assert out.with_suffix(".json").is_file()  # the card travels with the model

@@ -94,7 +94,7 @@ def test_shipped_multilabel_model_on_val(coco_val):
     rows = coco_val[::2]
     images = [Image.open(r.path) for r in rows]
     m, _ = mean_average_precision(model.scores(images), positives(label_masks(rows)))
-    assert m > 0.45  # the full val figure is in benchmarks/multilabel.py
+    assert m > 0.6  # 0.655 measured on this half; the full val figure is in benchmarks/multilabel.py
     out = model.predict_images(images[:5])
     assert all(set(o["scores"]) == set(VOC_CLASSES) and abs(sum(o["scores"].values()) - 1) < 1e-2 for o in out)
     person = [o for o, r in zip(out, rows[:5]) if r.present == {"person"}]

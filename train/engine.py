@@ -252,7 +252,7 @@ def fit(task: Task) -> dict[str, Any]:
             sched.step()
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             seen += len(idx) * d.world
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", refresh=False)
+            bar.set_postfix(loss=f"{running:.3f}", lr=f"{max(sched.get_last_lr()):.2e}", refresh=False)
         ips = seen / (time.time() - t0)
 
         if d.main:
