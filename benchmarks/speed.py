@@ -3,9 +3,10 @@
 Prints the median time (after warm-up) of MTCNN detection alone and of the
 whole faces pipeline (detection, crops, age and pose) on a 640x480 photo with
 one face, their ratio, the cost of each additional face, the throughput of
-the batch command line on face crops, each model alone through PyTorch and
-through its ONNX export in onnxruntime, and the training throughput recorded
-in each shipped model's card.
+the batch command line on face crops, each model alone through PyTorch (as
+shipped, after ``torch.compile``, under bf16 autocast) and through its ONNX
+export in onnxruntime, and the training throughput recorded in each shipped
+model's card.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dldl_core.data import read_utkface
 from dldl_core.examples import example_photos
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, PosePredictor, SegPredictor
+from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
 
 
 def faces_photo(n: int) -> Image.Image:
@@ -39,22 +40,43 @@ def faces_photo(n: int) -> Image.Image:
     return canvas
 
 
+def _distributions(out: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """A model's outputs as its probabilities, flattened per example (heads side by side)."""
+    if isinstance(out, torch.Tensor):  # segmentation logits (N, C, H, W)
+        return torch.softmax(out.float(), 1).flatten(1)
+    return torch.cat([torch.softmax(v.float(), -1).flatten(1) for v in out.values()], 1)
+
+
 @torch.inference_mode()
-def model_times(runs: int) -> dict[str, tuple[float, float]]:
-    """Median ms of each shipped model on the CPU through PyTorch (batch norm folded,
-    channels-last, as the predictors run it) and through its ONNX export in onnxruntime."""
-    inputs = {AgePredictor: ("age, 8 face crops and their mirror images (16 x 128 px)", (16, 3, 128, 128)),
-              PosePredictor: ("pose, 8 face crops and their mirror images (16 x 112 px)", (16, 3, 112, 112)),
-              SegPredictor: ("segmentation, one 480x360 frame", (1, 3, 360, 480))}
+def model_times(runs: int, compile_models: bool = False) -> dict[str, tuple[list[float | None], float]]:
+    """Median ms of each shipped model on the CPU through PyTorch (batch norm folded, channels-last,
+    as the predictors run it), the same after ``torch.compile`` (when asked: compiling takes minutes
+    per model on a 2-core CPU), under bf16 autocast, and through its ONNX export in onnxruntime;
+    and the largest change bf16 makes to a probability."""
+    inputs = {AgePredictor: ("age, 8 face crops and their mirror images", 16),
+              PosePredictor: ("pose, 8 face crops and their mirror images", 16),
+              MultiLabelPredictor: ("multi-label, 8 whole images", 8),
+              SegPredictor: ("segmentation, one 480x360 frame", 1)}
     out = {}
-    for predictor, (name, shape) in inputs.items():
+    for predictor, (name, n) in inputs.items():
         if not (WEIGHTS_DIR / f"{predictor.task}.safetensors").is_file():
             continue
-        x = torch.randn(shape)
+        shipped = predictor(device="cpu")
+        size = getattr(shipped, "size", None)
+        x = torch.randn((n, 3, size, size) if size else (n, 3, 360, 480))
         xt = x.contiguous(memory_format=torch.channels_last)
-        torch_model = predictor(device="cpu").model
+        model = shipped.model
+        compiled = torch.compile(model) if compile_models else None
         onnx_model = predictor(device="cpu", backend="onnx").model
-        out[name] = (median_ms(lambda: torch_model(xt), runs), median_ms(lambda: onnx_model(x), runs))
+
+        def bf16() -> dict[str, torch.Tensor] | torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(xt)
+
+        change = float((_distributions(bf16()) - _distributions(model(xt))).abs().max())
+        times = [median_ms(lambda: model(xt), runs), median_ms(lambda: compiled(xt), runs) if compiled else None,
+                 median_ms(bf16, runs), median_ms(lambda: onnx_model(x), runs)]
+        out[name + (f" ({n} x {size} px)" if size else "")] = (times, change)
     return out
 
 
@@ -65,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="how the predictors run their models")
+    ap.add_argument("--compile", action="store_true", help="also time each model after torch.compile (minutes of compiling per model)")
     args = ap.parse_args(argv)
 
     detector = FaceDetector(device=args.device)
@@ -111,10 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| `predict {task} --crops` on {len(paths)} face crops (reading, model, JSON) | {len(paths) / wall:.0f} images/s, {busy:.1f} cores busy |")
 
     print()
-    print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | onnxruntime |")
-    print("|---|---|---|")
-    for name, ms in model_times(args.runs).items():
-        print(f"| {name} | " + " | ".join(f"{v:.1f} ms" for v in ms) + " |")
+    print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | torch.compile | bf16 autocast "
+          "| onnxruntime | bf16: largest probability change |")
+    print("|---|---|---|---|---|---|")
+    for name, (ms, change) in model_times(args.runs, args.compile).items():
+        print(f"| {name} | " + " | ".join("not run (--compile)" if v is None else f"{v:.1f} ms" for v in ms) + f" | {change:.1e} |")
 
     print()
     print("| training (from each shipped card) | device | processes | images/s |")
