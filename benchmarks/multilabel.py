@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2", help="learning rates to choose from")
     ap.add_argument("--ship", action="store_true", help="copy the KL model and its card to weights/")
     args = ap.parse_args(argv)
+    if args.ship and "kl" not in args.losses.split(","):
+        ap.error("--ship copies the KL model: include kl in --losses")
 
     grid = [dict(backbone=b, image_size=int(s), lr=float(lr))
             for b in args.backbones.split(",") for s in args.sizes.split(",") for lr in args.lrs.split(",")]

