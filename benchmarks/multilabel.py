@@ -39,9 +39,7 @@ def zero_shot_map(data: str | None, backbone: str, size: int) -> float:
     """mAP on train of the untrained model: ImageNet backbone and the head initialised from the
     ImageNet classifier's matching classes."""
     task = MultiLabelTask(MultiLabelConfig(data=data, backbone=backbone, image_size=size))
-    images, labels = task.load_split("train")
-    scores = task.scores(task.build_model(pretrained=True), images, torch.device("cpu"))
-    return mean_average_precision(scores, positives(labels))[0]
+    return task.evaluate(task.build_model(pretrained=True), *task.load_split("train"), torch.device("cpu"))["map"]
 
 
 def _fit_or_reuse(cfg: MultiLabelConfig) -> dict:

@@ -40,11 +40,12 @@ def faces_photo(n: int) -> Image.Image:
     return canvas
 
 
-def _distributions(out: dict[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
-    """A model's outputs as its probabilities, flattened per example (heads side by side)."""
-    if isinstance(out, torch.Tensor):  # segmentation logits (N, C, H, W)
-        return torch.softmax(out.float(), 1).flatten(1)
-    return torch.cat([torch.softmax(v.float(), -1).flatten(1) for v in out.values()], 1)
+def _distributions(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A model's outputs as probabilities, flattened per example (heads side by side): a softmax
+    over each head's whole distribution, or over the classes of each pixel for a (N, C, H, W) head,
+    as the ONNX export applies them."""
+    return torch.cat([torch.softmax(v.float(), 1).flatten(1) if v.ndim == 4 else torch.softmax(v.float().flatten(1), 1)
+                      for v in out.values()], 1)
 
 
 @torch.inference_mode()
@@ -69,7 +70,7 @@ def model_times(runs: int, compile_models: bool = False) -> dict[str, tuple[list
         compiled = torch.compile(model) if compile_models else None
         onnx_model = predictor(device="cpu", backend="onnx").model
 
-        def bf16() -> dict[str, torch.Tensor] | torch.Tensor:
+        def bf16() -> dict[str, torch.Tensor]:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(xt)
 
