@@ -4,17 +4,20 @@ Prints the median time (after warm-up) of MTCNN detection alone and of the
 whole faces pipeline (detection, crops, age and pose) on a 640x480 photo with
 one face, their ratio, the cost of each additional face, the throughput of
 the batch command line on face crops, each model alone through PyTorch (as
-shipped, after ``torch.compile``, under bf16 autocast) and through its ONNX
-export in onnxruntime, and the training throughput recorded in each shipped
-model's card.
+shipped, channels-first, after ``torch.compile``, under bf16 autocast) and through its ONNX
+export in onnxruntime, and the training throughput of each task's training
+command on ``--device``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import importlib
 import io
-import statistics
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +32,11 @@ from dldl_core.examples import example_photos
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
 from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from train.age import AgeConfig
+from train.engine import TrainConfig
+from train.multilabel import MultiLabelConfig
+from train.pose import PoseConfig
+from train.seg import SegConfig
 
 
 def faces_photo(n: int) -> Image.Image:
@@ -49,11 +57,12 @@ def _distributions(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def model_times(runs: int, compile_models: bool = False) -> dict[str, tuple[list[float | None], float]]:
-    """Median ms of each shipped model on the CPU through PyTorch (batch norm folded, channels-last,
-    as the predictors run it), the same after ``torch.compile`` (when asked: compiling takes minutes
-    per model on a 2-core CPU), under bf16 autocast, and through its ONNX export in onnxruntime;
-    and the largest change bf16 makes to a probability."""
+def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, tuple[str, list[float | None], float | None, float]]:
+    """Per model: its task, and the median ms on the CPU through PyTorch (batch norm folded,
+    channels-last, as the predictors run it), in the default channels-first layout, after
+    ``torch.compile`` (for ``compile_tasks`` only), under bf16 autocast and through its ONNX export
+    in onnxruntime; the seconds the compiled model's first call took (the compilation), and the
+    largest change bf16 makes to a probability."""
     inputs = {AgePredictor: ("age, 8 face crops and their mirror images", 16),
               PosePredictor: ("pose, 8 face crops and their mirror images", 16),
               MultiLabelPredictor: ("multi-label, 8 whole images", 8),
@@ -67,7 +76,16 @@ def model_times(runs: int, compile_models: bool = False) -> dict[str, tuple[list
         x = torch.randn((n, 3, size, size) if size else (n, 3, 360, 480))
         xt = x.contiguous(memory_format=torch.channels_last)
         model = shipped.model
-        compiled = torch.compile(model) if compile_models else None
+        channels_first = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        compiled, compile_s = None, None
+        if predictor.task in (compile_tasks or []):
+            t0 = time.perf_counter()
+            # Static shapes: the models share forward code, and dynamo would otherwise turn the input
+            # size dynamic once a second model reaches it with another shape (then the multi-label
+            # model's compilation ran for more than 10 minutes on this CPU).
+            compiled = torch.compile(model, dynamic=False)
+            compiled(xt)  # compiles on the first call
+            compile_s = time.perf_counter() - t0
         onnx_model = predictor(device="cpu", backend="onnx").model
 
         def bf16() -> dict[str, torch.Tensor]:
@@ -75,10 +93,37 @@ def model_times(runs: int, compile_models: bool = False) -> dict[str, tuple[list
                 return model(xt)
 
         change = float((_distributions(bf16()) - _distributions(model(xt))).abs().max())
-        times = [median_ms(lambda: model(xt), runs), median_ms(lambda: compiled(xt), runs) if compiled else None,
+        times = [median_ms(lambda: model(xt), runs), median_ms(lambda: channels_first(x), runs),
+                 median_ms(lambda: compiled(xt), runs) if compiled is not None else None,
                  median_ms(bf16, runs), median_ms(lambda: onnx_model(x), runs)]
-        out[name + (f" ({n} x {size} px)" if size else "")] = (times, change)
+        out[name + (f" ({n} x {size} px)" if size else "")] = (predictor.task, times, compile_s, change)
     return out
+
+
+# Per task: its config class, and options that keep the measuring before training short.
+TRAINING: dict[str, tuple[type[TrainConfig], list[str]]] = {
+    "age": (AgeConfig, ["--template-chips", "20"]),
+    "pose": (PoseConfig, ["--framing-chips", "20"]),
+    "multilabel": (MultiLabelConfig, []),
+    "seg": (SegConfig, []),
+}
+
+
+def training_throughput(task: str, device: str, data: str | None, steps: int, tmp: Path) -> tuple[str, str, int, float]:
+    """Train ``task`` for ``steps`` + 1 batches of its default size through its own command line
+    (the shared engine, as ``python -m train.TASK`` runs it); returns what was trained, the device
+    the card records, the batch size and the images per second the engine measured after the first step."""
+    config_class, quick = TRAINING[task]
+    batch = config_class().batch_size
+    argv = ["--epochs", "1", "--limit", str(batch * (steps + 1)), "--val-limit", "16", "--skip-test",
+            "--device", device, "--out", str(tmp / task), *quick, *(["--data", data] if data else [])]
+    with contextlib.redirect_stderr(io.StringIO()):
+        importlib.import_module(f"train.{task}").main(argv)
+    card = read_card(tmp / task / f"{task}.safetensors")
+    config = card["training"]["config"]
+    size = config.get("image_size") or f"{config['crop_width']}x{config['crop_height']}"
+    what = f"`train.{task}` ({card['model']['backbone']}, {size} px)"
+    return what, card["training"]["device"], batch, card["training"]["history"][0]["images_per_s"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="how the predictors run their models")
-    ap.add_argument("--compile", action="store_true", help="also time each model after torch.compile (minutes of compiling per model)")
+    ap.add_argument("--train", nargs="*", choices=list(TRAINING), default=list(TRAINING),
+                    help="tasks whose training throughput is measured (none: skip)")
+    ap.add_argument("--train-steps", type=int, default=10, help="timed training steps per task (after one untimed step)")
+    ap.add_argument("--compile", nargs="*", default=[], choices=list(TRAINING),
+                    help="also time these tasks' models after torch.compile (each takes seconds to minutes to compile)")
     args = ap.parse_args(argv)
 
     detector = FaceDetector(device=args.device)
@@ -135,23 +184,25 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| `predict {task} --crops` on {len(paths)} face crops (reading, model, JSON) | {len(paths) / wall:.0f} images/s, {busy:.1f} cores busy |")
 
     print()
-    print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | torch.compile | bf16 autocast "
-          "| onnxruntime | bf16: largest probability change |")
-    print("|---|---|---|---|---|---|")
-    for name, (ms, change) in model_times(args.runs, args.compile).items():
-        print(f"| {name} | " + " | ".join("not run (--compile)" if v is None else f"{v:.1f} ms" for v in ms) + f" | {change:.1e} |")
+    print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | PyTorch, channels-first | torch.compile "
+          "| bf16 autocast | onnxruntime | bf16: largest probability change |")
+    print("|---|---|---|---|---|---|---|")
+    if args.compile:  # a fresh inductor cache: the compile time a first run pays
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="dldl_inductor_")
+    for name, (task, ms, compile_s, change) in model_times(args.runs, args.compile).items():
+        cells = [f"{v:.1f} ms" for v in ms[:2]]
+        cells.append(f"not run (--compile {task})" if compile_s is None else f"{ms[2]:.1f} ms (compiled in {compile_s:.0f} s)")
+        cells += [f"{v:.1f} ms" for v in ms[3:]]
+        print(f"| {name} | " + " | ".join(cells) + f" | {change:.1e} |")
 
-    print()
-    print("| training (from each shipped card) | device | processes | images/s |")
-    print("|---|---|---|---|")
-    for weights in sorted(Path(WEIGHTS_DIR).glob("*.safetensors")):
-        card = read_card(weights)
-        t = card.get("training", {})
-        if t.get("history"):
-            ips = statistics.median(h["images_per_s"] for h in t["history"])
-            device = t.get("device", "not recorded")
-            print(f"| `{t['command']}` | {device} | {t.get('processes', 1)} | {ips:.0f} |")
-
+    if args.train:
+        print()
+        print(f"| training, {args.train_steps} timed steps after a warm-up step | device | batch | images/s |")
+        print("|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for task in args.train:
+                what, device, batch, ips = training_throughput(task, args.device, args.data, args.train_steps, Path(tmp))
+                print(f"| {what} | {device} | {batch} | {ips:.0f} |")
 
 if __name__ == "__main__":
     main()

@@ -11,8 +11,10 @@ import torch
 
 
 def machine(device: object) -> str:
-    """``x86_64, 2 threads, device cpu``: what a benchmark's figures were measured on."""
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}"
+    """``x86_64, 2 threads, device cpu``: what a benchmark's figures were measured on (with the
+    GPU's name when the device is a CUDA one)."""
+    gpu = f" ({torch.cuda.get_device_name(torch.device(str(device)))})" if str(device).startswith("cuda") and torch.cuda.is_available() else ""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}{gpu}"
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:

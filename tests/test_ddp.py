@@ -1,10 +1,11 @@
-"""Data-parallel training on CPU: two torchrun processes (gloo), unchanged code."""
+"""Data-parallel training: two torchrun processes (gloo on CPU, nccl on GPUs), unchanged code."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -13,14 +14,14 @@ from dldl_core.checkpoint import read_card
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _train(tmp_path, name: str, processes: int, batch_size: int) -> dict:
+def _train(tmp_path, name: str, processes: int, batch_size: int, *extra: str) -> dict:
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
     # No augmentation, dropout or batch-norm updates: nothing random or per-rank is left, so a
     # data-parallel run must follow the single-process run with the same global batch.
     cmd = [sys.executable, *launcher, "-m", "train.age", "--out", str(tmp_path / name), "--limit", "64", "--val-limit", "16",
            "--batch-size", str(batch_size), "--image-size", "64", "--template-chips", "2", "--no-pretrained", "--skip-test",
            "--epochs", "1", "--no-augment", "--dropout", "0", "--freeze-bn", "--cache-dir", str(tmp_path / "cache"),
-           "--warmup-epochs", "0"]
+           "--warmup-epochs", "0", *extra]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,3 +45,12 @@ def test_two_cpu_processes_match_one_process(tmp_path, utkface_test):
     # same start (what a wrong split of the global batch would do) moves the weights far more.
     assert gap(ddp, single) < 1e-4
     assert gap(other, single) > 20 * gap(ddp, single)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (nccl); the CPU case above runs everywhere")
+def test_two_gpu_processes_stay_in_sync(tmp_path, utkface_test):
+    weights = _train(tmp_path, "nccl", 2, 16, "--device", "cuda")
+    training = read_card(tmp_path / "nccl" / "age.safetensors")["training"]
+    assert training["processes"] == 2 and training["ranks_in_sync"] is True
+    assert training["device"] == torch.cuda.get_device_name(0)
+    assert all(torch.isfinite(v).all() for v in weights.values())

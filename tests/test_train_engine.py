@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from benchmarks.speed import training_throughput
 from dldl_core.checkpoint import load_checkpoint
 from dldl_core.data import data_root
 from dldl_core.segmentation import CAMVID_CLASSES
@@ -73,3 +74,12 @@ def test_tiny_seg_run(tmp_path):
     weights = saved["data"]["class_weights"]
     assert len(weights) == 11 and weights[CAMVID_CLASSES.index("Pole")] > weights[CAMVID_CLASSES.index("Road")]  # rare classes weigh more
     assert 0 <= card["metrics"]["val"]["miou"] <= 1 and "test" not in card["metrics"]
+
+
+def test_speed_benchmark_trains_through_the_task_command(tmp_path):
+    """benchmarks.speed's training throughput comes from the task's own command line and card."""
+    _needs("seg/camvid/index.csv")
+    what, device, batch, images_per_s = training_throughput("seg", "cpu", None, 1, tmp_path)
+    assert what == "`train.seg` (mobilenet_v2, 320x240 px)"
+    assert device.startswith("cpu (") and batch == 8 and images_per_s > 0
+    assert (tmp_path / "seg" / "seg.safetensors").is_file()

@@ -154,6 +154,7 @@ def _setup(cfg: TrainConfig) -> tuple[_Dist, torch.device]:
     if want == "cuda":
         torch.cuda.set_device(d.local_rank)
         device = torch.device("cuda", d.local_rank)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels once
     else:
         device = torch.device(want)
     if d.world > 1:
@@ -239,8 +240,10 @@ def fit(task: Task) -> dict[str, Any]:
             # Each step's global batch is the same as a single process with the global batch size
             # would take; every rank gets its share of it.
             idx = np.sort(perm[step * glob : (step + 1) * glob][d.rank :: d.world].numpy())
-            images = torch.from_numpy(np.ascontiguousarray(train_x[idx])).to(device, non_blocking=True)
-            labels = train_y[idx].to(device, non_blocking=True)
+            images, labels = torch.from_numpy(np.ascontiguousarray(train_x[idx])), train_y[idx]
+            if device.type == "cuda":  # page-locked, so the copies below run asynchronously
+                images, labels = images.pin_memory(), labels.pin_memory()
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             x, labels = task.train_batch(images, labels)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -252,6 +255,8 @@ def fit(task: Task) -> dict[str, Any]:
             sched.step()
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             seen += len(idx) * d.world
+            if step == 0 and steps_per_epoch > 1:  # the first step warms up (allocation, kernel choice): not timed
+                t0, seen = time.time(), 0
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{max(sched.get_last_lr()):.2e}", refresh=False)
         ips = seen / (time.time() - t0)
 
