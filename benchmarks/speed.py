@@ -115,7 +115,8 @@ def training_throughput(task: str, device: str, data: str | None, steps: int, tm
     the card records, the batch size and the images per second the engine measured after the first step."""
     config_class, quick = TRAINING[task]
     batch = config_class().batch_size
-    argv = ["--epochs", "1", "--limit", str(batch * (steps + 1)), "--val-limit", "16", "--skip-test",
+    # Random initial weights: the rate does not depend on them, and no ImageNet file is needed.
+    argv = ["--epochs", "1", "--limit", str(batch * (steps + 1)), "--val-limit", "16", "--skip-test", "--no-pretrained",
             "--device", device, "--out", str(tmp / task), *quick, *(["--data", data] if data else [])]
     with contextlib.redirect_stderr(io.StringIO()):
         importlib.import_module(f"train.{task}").main(argv)
