@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| model alone, on normalised input (no reading, cropping or readouts) | PyTorch | PyTorch, channels-first | torch.compile "
           "| bf16 autocast | onnxruntime | bf16: largest probability change |")
     print("|---|---|---|---|---|---|---|")
-    if args.compile:  # a fresh inductor cache: the compile time a first run pays
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="dldl_inductor_")
-    for name, (task, ms, compile_s, change) in model_times(args.runs, args.compile).items():
+    with tempfile.TemporaryDirectory(prefix="dldl_inductor_") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # a fresh inductor cache: the compile time a first run pays
+        times = model_times(args.runs, args.compile)
+    for name, (task, ms, compile_s, change) in times.items():
         cells = [f"{v:.1f} ms" for v in ms[:2]]
         cells.append(f"not run (--compile {task})" if compile_s is None else f"{ms[2]:.1f} ms (compiled in {compile_s:.0f} s)")
         cells += [f"{v:.1f} ms" for v in ms[3:]]
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             for task in args.train:
                 what, device, batch, ips = training_throughput(task, args.device, args.data, args.train_steps, Path(tmp))
                 print(f"| {what} | {device} | {batch} | {ips:.0f} |")
+
 
 if __name__ == "__main__":
     main()
