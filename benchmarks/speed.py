@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib
 import io
 import os
 import tempfile
@@ -25,18 +24,17 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import interleaved_median_ms, machine, median_ms
-from dldl_core.checkpoint import read_card
 from dldl_core.cli import main as cli_main
 from dldl_core.data import read_utkface
 from dldl_core.examples import example_photos
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
 from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
-from train.age import AgeConfig
-from train.engine import TrainConfig
-from train.multilabel import MultiLabelConfig
-from train.pose import PoseConfig
-from train.seg import SegConfig
+from train.age import AgeConfig, AgeTask
+from train.engine import Task, TrainConfig, fit, parse_config
+from train.multilabel import MultiLabelConfig, MultiLabelTask
+from train.pose import PoseConfig, PoseTask
+from train.seg import SegConfig, SegTask
 
 
 def faces_photo(n: int) -> Image.Image:
@@ -100,27 +98,26 @@ def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, 
     return out
 
 
-# Per task: its config class, and options that keep the measuring before training short.
-TRAINING: dict[str, tuple[type[TrainConfig], list[str]]] = {
-    "age": (AgeConfig, ["--template-chips", "20"]),
-    "pose": (PoseConfig, ["--framing-chips", "20"]),
-    "multilabel": (MultiLabelConfig, []),
-    "seg": (SegConfig, []),
+# Per task: its task and config classes, and options that keep the measuring before training short.
+TRAINING: dict[str, tuple[type[Task], type[TrainConfig], list[str]]] = {
+    "age": (AgeTask, AgeConfig, ["--template-chips", "20"]),
+    "pose": (PoseTask, PoseConfig, ["--framing-chips", "20"]),
+    "multilabel": (MultiLabelTask, MultiLabelConfig, []),
+    "seg": (SegTask, SegConfig, []),
 }
 
 
 def training_throughput(task: str, device: str, data: str | None, steps: int, tmp: Path) -> tuple[str, str, int, float]:
-    """Train ``task`` for ``steps`` + 1 batches of its default size through its own command line
-    (the shared engine, as ``python -m train.TASK`` runs it); returns what was trained, the device
+    """Train ``task`` for ``steps`` + 1 batches of its default size, its options parsed and trained
+    as ``python -m train.TASK`` does (the shared engine); returns what was trained, the device
     the card records, the batch size and the images per second the engine measured after the first step."""
-    config_class, quick = TRAINING[task]
+    task_class, config_class, quick = TRAINING[task]
     batch = config_class().batch_size
     # Random initial weights: the rate does not depend on them, and no ImageNet file is needed.
     argv = ["--epochs", "1", "--limit", str(batch * (steps + 1)), "--val-limit", "16", "--skip-test", "--no-pretrained",
             "--device", device, "--out", str(tmp / task), *quick, *(["--data", data] if data else [])]
     with contextlib.redirect_stderr(io.StringIO()):
-        importlib.import_module(f"train.{task}").main(argv)
-    card = read_card(tmp / task / f"{task}.safetensors")
+        card = fit(task_class(parse_config(config_class, argv)))
     config = card["training"]["config"]
     size = config.get("image_size") or f"{config['crop_width']}x{config['crop_height']}"
     what = f"`train.{task}` ({card['model']['backbone']}, {size} px)"

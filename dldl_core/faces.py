@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import fit_within
+
 DETECT_MAX_SIDE = 1600  # larger images are downscaled for detection only
 
 
@@ -43,8 +45,8 @@ class FaceDetector:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """Faces sorted left to right; boxes and landmarks in ``image``'s own pixels."""
-        scale = min(1.0, DETECT_MAX_SIDE / max(image.size))
-        small = image if scale == 1.0 else image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+        small = fit_within(image, DETECT_MAX_SIDE)
+        scale = small.width / image.width
         if min(small.size) < 12:
             return []
         with torch.inference_mode():

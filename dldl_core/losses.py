@@ -16,9 +16,12 @@ def kl_from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logp = F.log_softmax(logits.flatten(1).to(dtype), dim=1)
-    t = target.flatten(1).to(dtype)
-    cross = torch.where(t > 0, t * logp, torch.zeros_like(logp))  # 0 * log 0 counts as 0
-    return (torch.xlogy(t, t) - cross).sum(dim=1).mean()
+    return _kl_terms(target.flatten(1).to(dtype), logp).sum(dim=1).mean()
+
+
+def _kl_terms(t: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """Elementwise t * (log t - log p), with 0 * log 0 counted as 0 (exactly, on both sides)."""
+    return torch.xlogy(t, t) - torch.where(t > 0, t * logp, torch.zeros_like(logp))
 
 
 def expectation_l1(logits: torch.Tensor, bins: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -45,7 +48,5 @@ def dldl_loss(
 def pixel_kl_from_logits(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted mean over pixels of KL(target || softmax(logits)), the distribution running over
     dim 1 of (N, C, H, W). ``weight`` (N, H, W) is 0 where a pixel takes no part (void)."""
-    logp = F.log_softmax(logits.float(), dim=1)
-    t = target.float()
-    kl = (torch.xlogy(t, t) - torch.where(t > 0, t * logp, torch.zeros_like(logp))).sum(1)
+    kl = _kl_terms(target.float(), F.log_softmax(logits.float(), dim=1)).sum(1)
     return (kl * weight).sum() / weight.sum().clamp_min(1e-12)

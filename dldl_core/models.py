@@ -98,11 +98,12 @@ def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
     "segmentation"`` it is a ``SegmentationNet`` whose ``heads`` are ``{"classes": {"classes": C,
     "width": W}}``.
     """
-    if spec.get("architecture", "distribution") == "segmentation":
+    architecture = spec.get("architecture", "distribution")
+    if architecture == "segmentation":
         head = spec["heads"]["classes"]
         return SegmentationNet(spec["backbone"], int(head["classes"]), int(head["width"]), spec.get("dropout", 0.0), pretrained)
-    if spec.get("architecture", "distribution") != "distribution":
-        raise ValueError(f"unknown architecture {spec['architecture']!r}")
+    if architecture != "distribution":
+        raise ValueError(f"unknown architecture {architecture!r}")
     return DistributionNet(spec["backbone"], spec["heads"], spec.get("dropout", 0.0), pretrained)
 
 

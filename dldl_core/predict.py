@@ -53,12 +53,13 @@ class ShippedModel:
         self.model, self.card = load_checkpoint(weights, self.device)
         if self.card.get("task", self.task) != self.task:
             raise WeightsError(f"{weights} holds a {self.card['task']!r} model, not a {self.task!r} one")
-        self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
-        if backend == "onnx":
+        if backend == "torch":
+            self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
+        elif backend == "onnx":
             if self.device.type != "cpu":
                 raise ValueError("the onnx backend runs on the CPU; use the torch backend on a GPU")
-            self.model = OnnxModel(cached_export(weights))
-        elif backend != "torch":
+            self.model = OnnxModel(cached_export(weights))  # the export folds batch norm itself
+        else:
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         inp = self.card["input"]
         self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
