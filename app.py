@@ -8,21 +8,44 @@ The app only calls ``dldl_core`` and formats what comes back.
 from __future__ import annotations
 
 import argparse
+import atexit
+import ctypes
+import hashlib
+import io
 import json
+import os
+import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
-from dldl_core.checkpoint import WeightsError
+from dldl_core.checkpoint import WeightsError, read_card
 from dldl_core.examples import example_photos, scene_photos
-from dldl_core.images import ImageReadError, fit_within, load_image
+from dldl_core.images import MAX_PIXELS, ImageReadError, fit_within, load_image
+from dldl_core.paths import shipped_weights
 from dldl_core.plots import age_chart, annotate_faces, class_chart, pose_chart, seg_overlay, uncertainty_image
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from dldl_core.predict import AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Gradio serves requests on worker threads, and glibc gives each thread its own malloc arena
+    whose freed memory it keeps: the server's memory then creeps up with traffic (+14% over three
+    rounds of ``benchmarks.load``). A few shared arenas keep it flat; elsewhere this does nothing."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+_limit_malloc_arenas()
 
 MAX_CHARTS = 6
 MAX_SIDE = 1600  # pictures the app returns are at most this many pixels wide or high
+KEEP_OUTPUTS_S = 600  # result files are removed this long after they were last written
 _models: dict[str, object] = {}
 _lock = threading.Lock()
 _device = "auto"
@@ -42,6 +65,8 @@ class PhotoInput(gr.Image):
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
+        except Image.DecompressionBombError as exc:
+            raise gr.Error(f"Could not read that file: the image is too large (over {MAX_PIXELS:,} pixels).") from exc
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
             raise gr.Error("Could not read that file: it is not an image this app can open.") from exc
 
@@ -56,7 +81,7 @@ def _shared(name: str, load):
 
 def pipeline() -> FacePipeline:
     def load() -> FacePipeline:
-        pose = PosePredictor(device=_device, backend=_backend) if (WEIGHTS_DIR / "pose.safetensors").exists() else None
+        pose = PosePredictor(device=_device, backend=_backend) if (shipped_weights("pose")).exists() else None
         return FacePipeline(AgePredictor(device=_device, backend=_backend), pose)
 
     return _shared("faces", load)
@@ -71,10 +96,47 @@ def _read(path: str | None):
         raise gr.Error(f"Could not read that file: {str(exc).split(': ', 1)[-1]}") from exc
 
 
-def _json_file(name: str, result: dict) -> str:
-    out = Path(tempfile.mkdtemp()) / name
-    out.write_text(json.dumps(result))
-    return str(out)
+class OutputFiles:
+    """The files the app hands back (result JSON, pictures), in one folder the app owns.
+
+    Each is named by its content and written under a temporary name, then renamed: concurrent
+    requests with the same result share one complete file instead of rewriting it while another
+    client downloads it, and nothing is left half-written. Files not written again for
+    ``KEEP_OUTPUTS_S`` seconds are removed; the folder goes when the app exits.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="dldl-app-"))
+        atexit.register(shutil.rmtree, self.folder, True)
+
+    def write(self, name: str, data: bytes) -> str:
+        self._prune()
+        stem, suffix = os.path.splitext(name)
+        path = self.folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # also renews its age
+        return str(path)
+
+    def json(self, name: str, result: dict) -> str:
+        return self.write(name, json.dumps(result, allow_nan=False).encode())
+
+    def picture(self, name: str, image: Image.Image) -> str:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90)
+        return self.write(name, buf.getvalue())
+
+    def _prune(self) -> None:
+        cutoff = time.time() - KEEP_OUTPUTS_S
+        for path in self.folder.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:  # another request removed it first
+                pass
+
+
+_outputs = OutputFiles()
 
 
 def analyze_faces(path: str | None):
@@ -85,7 +147,7 @@ def analyze_faces(path: str | None):
     except WeightsError as exc:
         raise gr.Error(str(exc)) from exc
     rows = [_table_row(i, f) for i, f in enumerate(faces)]
-    out = _json_file("faces.json", {"path": Path(path).name, "size": list(image.size), "faces": faces})
+    out = _outputs.json("faces.json", {"path": Path(path).name, "size": list(image.size), "faces": faces})
     if not faces:
         status = "No face found in this photo."
     else:
@@ -93,7 +155,8 @@ def analyze_faces(path: str | None):
         if len(faces) > MAX_CHARTS:
             status += f" Charts show the first {MAX_CHARTS}; the table and the JSON have all of them."
     poses = pose_chart(faces, MAX_CHARTS) if not faces or "pose" in faces[0] else None
-    return annotate_faces(image, faces, MAX_SIDE), age_chart(faces, MAX_CHARTS), poses, rows, out, status
+    annotated = _outputs.picture("faces.jpg", annotate_faces(image, faces, MAX_SIDE))
+    return annotated, age_chart(faces, MAX_CHARTS, AGE_LEVEL), poses, rows, out, status
 
 
 def analyze_objects(path: str | None):
@@ -105,7 +168,7 @@ def analyze_objects(path: str | None):
         raise gr.Error(str(exc)) from exc
     result = model.predict_images([image])[0]
     named = ", ".join(result["labels"]) or "none of the 20 classes scores above the threshold"
-    out = _json_file("objects.json", {"path": Path(path).name, **result})
+    out = _outputs.json("objects.json", {"path": Path(path).name, **result})
     return class_chart(result, model.threshold), f"**Objects:** {named}", out
 
 
@@ -119,7 +182,8 @@ def analyze_scene(path: str | None, opacity: float):
     result = model.predict(image)
     kept = (image, result["classes"], model.colours)
     status = f"Mean uncertainty {result['mean_uncertainty']:.2f} (0 = sure of every pixel, 1 = no idea)."
-    return seg_overlay(image, result["classes"], model.colours, opacity), uncertainty_image(result["uncertainty"]), _legend(model, result["fractions"]), kept, status
+    overlay = _outputs.picture("scene.jpg", seg_overlay(image, result["classes"], model.colours, opacity))
+    return overlay, _outputs.picture("uncertainty.jpg", uncertainty_image(result["uncertainty"])), _legend(model, result["fractions"]), kept, status
 
 
 def reblend(kept, opacity: float):
@@ -127,7 +191,7 @@ def reblend(kept, opacity: float):
     if kept is None:
         return None
     image, classes, colours = kept
-    return seg_overlay(image, classes, colours, opacity)
+    return _outputs.picture("scene.jpg", seg_overlay(image, classes, colours, opacity))
 
 
 def _legend(model: SegPredictor, fractions: dict[str, float]) -> str:
@@ -138,7 +202,18 @@ def _legend(model: SegPredictor, fractions: dict[str, float]) -> str:
     return "<div id='seg-legend'>" + " ".join(items) + "</div>"
 
 
-TABLE_HEADERS = ["face", "expected age", "80% interval", "age std", "yaw °", "pitch °", "roll °", "detector score"]
+
+
+def _age_level() -> float:
+    """The mass of the age model's interval, from its card (a broken card is reported when the model loads)."""
+    try:
+        return float(read_card(shipped_weights("age")).get("readout", {}).get("level", 0.8))
+    except (WeightsError, TypeError, ValueError):
+        return 0.8
+
+
+AGE_LEVEL = _age_level()
+TABLE_HEADERS = ["face", "expected age", f"{AGE_LEVEL:.0%} interval", "age std", "yaw °", "pitch °", "roll °", "detector score"]
 
 
 def _table_row(i: int, face: dict) -> list:
@@ -157,12 +232,16 @@ def _photo_column(examples: dict[str, Path]) -> tuple[PhotoInput, gr.Button]:
 
 
 def build() -> gr.Blocks:
-    with gr.Blocks(title="dldl: label distributions") as demo:
+    # Gradio's own copies of the result files are swept as ours are.
+    with gr.Blocks(title="dldl: label distributions", delete_cache=(KEEP_OUTPUTS_S, KEEP_OUTPUTS_S)) as demo:
         gr.Markdown(
             "# Deep Label Distribution Learning\n"
             "Predictions are **distributions**, not just numbers. **Faces:** each face's age distribution "
-            "(the expected age and the range that holds 80% of the probability) and a joint yaw x pitch "
+            f"(the expected age and the range that holds {AGE_LEVEL:.0%} of the probability) and a joint yaw x pitch "
             "distribution of its head pose (heatmap; head axes drawn on the face: red right, green up, blue nose). "
+            "The age model learned from UTKFace's face chips, with JPEG, blur, low resolution, noise and lighting "
+            "simulated in training so that image quality is not read as age; on photos unlike those faces it errs more "
+            "(older people tend to be read too young), so read the range, not just the number. "
             "**Objects:** a distribution over 20 object classes. **Street scene:** a class distribution for "
             "every pixel, and where the model is unsure."
         )
@@ -171,7 +250,7 @@ def build() -> gr.Blocks:
                 photo, run = _photo_column(example_photos())
                 with gr.Column(scale=2):
                     status = gr.Markdown()
-                    annotated = gr.Image(label="Faces", type="pil", format="jpeg", elem_id="annotated")
+                    annotated = gr.Image(label="Faces", type="filepath", elem_id="annotated")
                     chart = gr.Plot(label="Age distributions", elem_id="age-chart")
                     poses = gr.Plot(label="Head pose: yaw x pitch distributions", elem_id="pose-chart")
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers")
@@ -179,7 +258,7 @@ def build() -> gr.Blocks:
             outputs = [annotated, chart, poses, table, download, status]
             run.click(analyze_faces, photo, outputs, api_name="analyze_faces")
             photo.upload(analyze_faces, photo, outputs, api_name=False)
-        if (WEIGHTS_DIR / "multilabel.safetensors").exists():
+        if (shipped_weights("multilabel")).exists():
             with gr.Tab("Objects"):
                 gr.Markdown(
                     "Which of the 20 PASCAL VOC classes are in the photo: the model predicts a distribution over "
@@ -194,7 +273,7 @@ def build() -> gr.Blocks:
                 obj_outputs = [obj_chart, obj_named, obj_download]
                 obj_run.click(analyze_objects, obj_photo, obj_outputs, api_name="analyze_objects")
                 obj_photo.upload(analyze_objects, obj_photo, obj_outputs, api_name=False)
-        if (WEIGHTS_DIR / "seg.safetensors").exists():
+        if (shipped_weights("seg")).exists():
             with gr.Tab("Street scene"):
                 gr.Markdown(
                     "A class for every pixel (11 CamVid street classes). The model predicts a distribution per pixel, "
@@ -207,9 +286,9 @@ def build() -> gr.Blocks:
                     with gr.Column(scale=2):
                         seg_status = gr.Markdown()
                         opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Overlay opacity")
-                        overlay = gr.Image(label="Classes", type="pil", format="jpeg", elem_id="seg-overlay")
+                        overlay = gr.Image(label="Classes", type="filepath", elem_id="seg-overlay")
                         legend = gr.HTML()
-                        unc = gr.Image(label="Uncertainty (entropy of each pixel's distribution)", type="pil", format="jpeg", elem_id="seg-uncertainty")
+                        unc = gr.Image(label="Uncertainty (entropy of each pixel's distribution)", type="filepath", elem_id="seg-uncertainty")
                 kept = gr.State()
                 seg_outputs = [overlay, unc, legend, kept, seg_status]
                 seg_run.click(analyze_scene, [seg_photo, opacity], seg_outputs, api_name="analyze_scene")

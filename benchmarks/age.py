@@ -1,58 +1,115 @@
-"""Age model on the UTKFace test split: ``python -m benchmarks.age [--weights W] [--detect N]``.
+"""Age model, in domain and out of it: ``python -m benchmarks.age [--weights W] [--held-out RUN ...]``.
 
-Prints MAE, CS(5), 80%-interval coverage and speed for the shipped model on
-every test chip, and the same accuracy through the full detect-and-align path
-on N of them (each chip pasted on a grey canvas, as a photo would hold it).
+Prints, for the shipped model (or ``--weights``):
+
+- UTKFace test: MAE, CS(5) and 80%-interval coverage on every test chip, and through the
+  full detect-and-align path on ``--detect`` of them (each chip pasted on a grey canvas);
+- degraded val: each val chip once through real codecs (JPEG 30-90, and with probability
+  1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val;
+- encoding consistency: for ``--consistency`` val chips, the spread (max - min, years) of the
+  predicted mean over PNG, JPEG q95/q75/q50, WebP and grayscale versions;
+- the astronaut example (scikit-image's PNG, an adult in her thirties) through detection, as the
+  PNG it ships as and re-encoded;
+- held-out groups: for each ``--held-out`` run (trained with ``--hold-out-race``), MAE and
+  coverage on the group it never saw (its train and val rows; never test) against its own
+  in-domain val. ``--record`` keeps those rows in ``benchmarks/records/`` so later runs print
+  them without the run folders (marked "record").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_utkface
+from dldl_core.degrade import ENCODINGS, degraded_copy, encode
+from dldl_core.examples import example_photos
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline
+from dldl_core.paths import shipped_weights
+from dldl_core.predict import AgePredictor, FacePipeline
+
+RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
+AGE_GROUPS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 116))
+SET_HEADER = "| set | faces | MAE (years) | CS(5) | 80% interval coverage |\n|---|---|---|---|---|"
+RECORDS = Path(__file__).parent / "records"
 
 
-def _row(name: str, pred: list[float], iv: list[list[float]], true: list[float]) -> str:
-    p, t = torch.tensor(pred), torch.tensor(true)
-    return f"| {name} | {len(true)} | {mae(p, t):.2f} | {cumulative_score(p, t, 5):.3f} | {interval_coverage(torch.tensor(iv), t):.3f} |"
+def _scores(out: list[dict], true: list[float]) -> tuple[float, float, float]:
+    p, t = torch.tensor([o["mean"] for o in out]), torch.tensor(true)
+    return mae(p, t), cumulative_score(p, t, 5), interval_coverage(torch.tensor([o["interval"] for o in out]), t)
+
+
+def _row(name: str, out: list[dict], true: list[float]) -> str:
+    m, cs, cov = _scores(out, true)
+    return f"| {name} | {len(true)} | {m:.2f} | {cs:.3f} | {cov:.3f} |"
+
+
+def _chips(rows) -> list[Image.Image]:
+    return [Image.open(r.path).convert("RGB") for r in rows]
+
+
+def held_out(weights: str, data: str | None, device: str) -> dict:
+    """A leave-one-group-out run's scores: the held-out group (train + val rows) vs its in-domain val."""
+    age = AgePredictor(weights, device)
+    race = int(age.card["training"]["config"]["hold_out_race"])
+    group = [r for r in read_utkface(data) if r.race == race and r.split in ("train", "val")]
+    inside = [r for r in read_utkface(data, "val") if r.race != race]
+    g_mae, _, g_cov = _scores(age.predict_crops(_chips(group)), [r.age for r in group])
+    v_mae, _, v_cov = _scores(age.predict_crops(_chips(inside)), [r.age for r in inside])
+    return {"race": race, "faces": len(group), "mae": g_mae, "coverage": g_cov, "val_mae": v_mae, "val_coverage": v_cov,
+            "command": age.card["training"]["command"], "temperature": age.temperature}
+
+
+def _held_out_rows(args: argparse.Namespace) -> list[dict]:
+    """The ``--held-out`` runs scored (and, with ``--record``, kept in benchmarks/records/)."""
+    held = [held_out(w, args.data, args.device) for w in args.held_out]
+    if args.record:
+        RECORDS.mkdir(exist_ok=True)
+        for h in held:
+            (RECORDS / f"age_held_out_{h['race']}.json").write_text(json.dumps(h, indent=2) + "\n")
+    return held
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--weights", default=str(WEIGHTS_DIR / "age.safetensors"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=str(shipped_weights("age")))
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--detect", type=int, default=300, help="test chips to also run through detection (0 = none)")
+    ap.add_argument("--consistency", type=int, default=500, help="val chips for the encoding-consistency spread (0 = none)")
+    ap.add_argument("--held-out", nargs="*", default=[], help="weights of runs trained with --hold-out-race")
+    ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
+    ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if args.held_out_only:
+        for h in _held_out_rows(args):
+            print(json.dumps(h))
+        return
 
-    rows = read_utkface(args.data, "test")
     age = AgePredictor(args.weights, args.device)
-    chips = [Image.open(r.path).convert("RGB") for r in rows]
-    true = [float(r.age) for r in rows]
-
-    out = age.predict_crops(chips)
-    batched_ms, single_ms = per_face_ms(age.predict_crops, chips)
-
-    print(f"Age on UTKFace test ({machine(age.device)})")
+    print(f"Age ({machine(age.device)})")
     print(f"weights: {os.path.relpath(args.weights)} (trained {age.card['training']['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
     print()
-    print("| path | faces | MAE (years) | CS(5) | 80% interval coverage |")
-    print("|---|---|---|---|---|")
-    print(_row("chips (--crops)", [o["mean"] for o in out], [o["interval"] for o in out], true))
+    print(SET_HEADER)
+
+    rows = read_utkface(args.data, "test")
+    chips, true = _chips(rows), [float(r.age) for r in rows]
+    out = age.predict_crops(chips)
+    print(_row("UTKFace test, chips (--crops)", out, true))
+    det_ms: list[float] = []
     if args.detect:
         pipe = FacePipeline(age)
-        step = max(1, len(rows) // args.detect)
-        sub = list(range(0, len(rows), step))[: args.detect]
-        pred, iv, t_sub, missed, det_ms = [], [], [], 0, []
+        sub = list(range(0, len(rows), max(1, len(rows) // args.detect)))[: args.detect]
+        found, t_sub, missed = [], [], 0
         for i in sub:
             canvas = Image.new("RGB", (480, 400), (128, 128, 128))
             canvas.paste(chips[i], (140, 100))
@@ -62,17 +119,79 @@ def main(argv: list[str] | None = None) -> None:
             if not faces:
                 missed += 1
                 continue
-            f = max(faces, key=lambda f: f["score"])
-            pred.append(f["age"]["mean"]), iv.append(f["age"]["interval"]), t_sub.append(true[i])
-        print(_row(f"detect + align ({missed} of {len(sub)} missed)", pred, iv, t_sub))
-        same = [true[i] for i in sub]
-        print(_row("chips, same subset", [out[i]["mean"] for i in sub], [out[i]["interval"] for i in sub], same))
+            found.append(max(faces, key=lambda f: f["score"])["age"]), t_sub.append(true[i])
+        print(_row(f"UTKFace test, detect + align ({missed} of {len(sub)} missed)", found, t_sub))
+        print(_row("UTKFace test, chips, same subset", [out[i] for i in sub], [true[i] for i in sub]))
+
+    print()
+    print("UTKFace test by true age: bias is the mean of predicted - true (regression to the middle shows as + for the young, - for the old)")
+    print()
+    print("| true age | faces | MAE | bias | 80% coverage |")
+    print("|---|---|---|---|---|")
+    for lo, hi in AGE_GROUPS:
+        idx = [i for i, t in enumerate(true) if lo <= t <= hi]
+        m, _, cov = _scores([out[i] for i in idx], [true[i] for i in idx])
+        bias = sum(out[i]["mean"] - true[i] for i in idx) / len(idx)
+        print(f"| {lo}-{hi} | {len(idx)} | {m:.2f} | {bias:+.2f} | {cov:.3f} |")
+    print()
+    print(SET_HEADER)
+
+    val = read_utkface(args.data, "val")
+    val_chips, val_true = _chips(val), [float(r.age) for r in val]
+    print(_row("UTKFace val, clean", age.predict_crops(val_chips), val_true))
+    rng = np.random.default_rng(0)
+    print(_row("UTKFace val, degraded (real codecs, seeded)", age.predict_crops([degraded_copy(c, rng) for c in val_chips]), val_true))
+    gray = [c.convert("L").convert("RGB") for c in val_chips]
+    print(_row("UTKFace val, grayscale", age.predict_crops(gray), val_true))
+
+    held = _held_out_rows(args)
+    shown = {h["race"] for h in held}
+    for path in sorted(RECORDS.glob("age_held_out_*.json")):
+        h = json.loads(path.read_text())
+        if h["race"] not in shown:
+            held.append({**h, "from_record": True})
+    if held:
+        print()
+        print("Leave one group out (trained without the group; its train + val rows scored, never test)")
+        print()
+        print("| held-out group | faces | MAE | 80% coverage | in-domain val MAE | in-domain val coverage | MAE gap |")
+        print("|---|---|---|---|---|---|---|")
+        for h in held:
+            name = RACES[h["race"]] + (" (record)" if h.get("from_record") else "")
+            print(f"| {name} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
+
+    if args.consistency:
+        sub = val_chips[:: max(1, len(val_chips) // args.consistency)][: args.consistency]
+        means = np.array([[o["mean"] for o in age.predict_crops([encode(c, e) for c in sub])] for e in ENCODINGS])
+        spread = means.max(0) - means.min(0)
+        print()
+        print(f"Encoding consistency on {len(sub)} val chips ({', '.join(ENCODINGS)}): spread of the predicted mean, years")
+        print()
+        print("| median | 90th percentile | max |")
+        print("|---|---|---|")
+        print(f"| {np.median(spread):.2f} | {np.percentile(spread, 90):.2f} | {spread.max():.2f} |")
+
+    photo = example_photos().get("astronaut")
+    if photo is not None:
+        pipe = FacePipeline(age)
+        print()
+        print("The astronaut example (an adult in her thirties), through detection")
+        print()
+        print("| encoding | mean | 80% interval |")
+        print("|---|---|---|")
+        original = Image.open(photo).convert("RGB")
+        for e in ("png", "jpeg92", "jpeg75", "webp"):
+            faces = pipe.analyze(encode(original, e))
+            a = max(faces, key=lambda f: f["score"])["age"] if faces else None
+            print(f"| {e} | {a['mean']:.1f} | {a['interval'][0]:.0f}-{a['interval'][1]:.0f} |" if a else f"| {e} | no face | |")
+
+    batched_ms, single_ms = per_face_ms(age.predict_crops, chips)
     print()
     print("| speed | ms |")
     print("|---|---|")
     print(f"| age model, per face in batches of 64 | {batched_ms:.1f} |")
     print(f"| age model, one face (median) | {single_ms:.1f} |")
-    if args.detect:
+    if det_ms:
         print(f"| full pipeline on a 480x400 photo, one face (median) | {statistics.median(det_ms):.1f} |")
 
 

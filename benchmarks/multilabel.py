@@ -25,10 +25,10 @@ from benchmarks.timing import machine
 from dldl_core.checkpoint import card_path, read_card
 from dldl_core.data import VOC_CLASSES, read_coco_multilabel
 from dldl_core.metrics import mean_average_precision
-from dldl_core.predict import WEIGHTS_DIR, MultiLabelPredictor
+from dldl_core.paths import WEIGHTS_DIR, shipped_weights
+from dldl_core.predict import MultiLabelPredictor
 from train.engine import fit
 from train.multilabel import MultiLabelConfig, MultiLabelTask, label_masks, positives
-
 
 # Backbone and input size candidates, compared before any training by the ImageNet-initialised head
 # alone on train (which that head has never seen): how the backbone of the grid was picked.
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.ship and "kl" not in args.losses.split(","):
         ap.error("--ship copies the KL model: include kl in --losses")
 
-    grid = [dict(backbone=b, image_size=int(s), lr=float(lr))
+    grid = [{"backbone": b, "image_size": int(s), "lr": float(lr)}
             for b in args.backbones.split(",") for s in args.sizes.split(",") for lr in args.lrs.split(",")]
     cv: dict[str, list[float]] = {}
     runs = {}
     for loss in args.losses.split(","):
-        chosen = dict(backbone=MultiLabelConfig.backbone, image_size=MultiLabelConfig.image_size, lr=MultiLabelConfig.lr)
+        chosen = {"backbone": MultiLabelConfig.backbone, "image_size": MultiLabelConfig.image_size, "lr": MultiLabelConfig.lr}
         if args.cv > 1:  # the configuration is chosen on folds of train; val stays unseen until the end
             cv[loss] = []
             for g in grid:
@@ -93,21 +93,26 @@ def main(argv: list[str] | None = None) -> None:
         for src in (runs["kl"][0], card_path(runs["kl"][0])):
             shutil.copy(src, WEIGHTS_DIR / src.name)
 
-    rows = read_coco_multilabel(args.data, "val")
+    rows = read_coco_multilabel(args.data, "val", keep_empty=True)  # with the images that hold no VOC object
     images = [Image.open(r.path).convert("RGB") for r in rows]
-    truth = positives(label_masks(rows))
+    truth_all = positives(label_masks(rows))
+    has_object = truth_all.any(1)
+    truth = truth_all[has_object]
     columns = {name: run[0] for name, run in runs.items()}
-    if (WEIGHTS_DIR / "multilabel.safetensors").is_file():
-        columns["shipped"] = WEIGHTS_DIR / "multilabel.safetensors"
-    results, speed = {}, {}
+    if (shipped_weights("multilabel")).is_file():
+        columns["shipped"] = shipped_weights("multilabel")
+    results, results_all, named_empty, speed = {}, {}, {}, {}
     for name, weights in columns.items():
         model = MultiLabelPredictor(weights, "cpu")
         model.scores(images[:8])  # warm-up
         t0 = time.perf_counter()
-        results[name] = mean_average_precision(model.scores(images), truth)
+        scores = model.scores(images)[:, : len(VOC_CLASSES)]
         speed[name] = (time.perf_counter() - t0) / len(images) * 1000
+        results[name] = mean_average_precision(scores[has_object], truth)
+        results_all[name] = mean_average_precision(scores, truth_all)
+        named_empty[name] = int((scores[~has_object] >= model.threshold).any(1).sum())
 
-    print(f"Multi-label on COCO tiny val ({len(rows)} images with VOC objects; {machine('cpu')}); "
+    print(f"Multi-label on COCO tiny val ({int(has_object.sum())} images with VOC objects; {machine('cpu')}); "
           f"both models trained here for {args.epochs} epochs from ImageNet weights, last epoch kept")
     print()
     print("Before training: the ImageNet backbone with the head initialised from the ImageNet classifier, mAP on train:")
@@ -134,6 +139,14 @@ def main(argv: list[str] | None = None) -> None:
     print("| **mAP** | | " + " | ".join(f"**{results[n][0]:.3f}**" for n in columns) + " |")
     print("| ms per image (batches of 32) | | " + " | ".join(f"{speed[n]:.1f}" for n in columns) + " |")
     print("| training images/s | | " + " | ".join(f"{runs[n][1]:.0f}" if n in runs else "" for n in columns) + " |")
+    print()
+    empty = int((~has_object).sum())
+    print(f"All {len(rows)} val images, the {empty} without any VOC object included (negatives for every class):")
+    print()
+    print("| | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    print("| **mAP, all val images** | " + " | ".join(f"**{results_all[n][0]:.3f}**" for n in columns) + " |")
+    print(f"| images without VOC objects that get a class named (of {empty}) | " + " | ".join(str(named_empty[n]) for n in columns) + " |")
 
 
 if __name__ == "__main__":

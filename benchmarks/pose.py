@@ -19,7 +19,8 @@ from PIL import Image
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_pose
 from dldl_core.faces import FaceDetector
-from dldl_core.predict import WEIGHTS_DIR, PosePredictor
+from dldl_core.paths import shipped_weights
+from dldl_core.predict import PosePredictor
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -46,7 +47,7 @@ def _row(name: str, err: np.ndarray, total: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", default=str(WEIGHTS_DIR / "pose.safetensors"))
+    ap.add_argument("--weights", default=str(shipped_weights("pose")))
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all 1,969)")
     ap.add_argument("--no-detect", action="store_true", help="skip the detection path")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ from PIL import Image
 from benchmarks.timing import machine, median_ms
 from dldl_core.distributions import boundary_distribution
 from dldl_core.metrics import confusion_matrix, iou_summary
-from dldl_core.predict import WEIGHTS_DIR, SegPredictor
-from dldl_core.segmentation import CAMVID_CLASSES, uncertainty
+from dldl_core.paths import shipped_weights
+from dldl_core.predict import SegPredictor
+from dldl_core.seg import CAMVID_CLASSES, uncertainty
 from train.seg import FRAME, SegConfig, SegTask
 
 RECORD = Path(__file__).resolve().parent / "records" / "seg_ce.json"
@@ -64,7 +66,7 @@ def _loss(card: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
-    ap.add_argument("--weights", default=str(WEIGHTS_DIR / "seg.safetensors"), help="the model to evaluate")
+    ap.add_argument("--weights", default=str(shipped_weights("seg")), help="the model to evaluate")
     ap.add_argument("--baseline", action="append", default=[], help="more weights to evaluate in the same run (repeatable)")
     ap.add_argument("--record", default=str(RECORD), help="card of the recorded cross-entropy ablation ('' for none)")
     ap.add_argument("--limit", type=int, default=0, help="first N test frames only (0 = all 233)")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{_loss(model.card)}: {Path(path).parent.name}/{Path(path).name}"
         columns[name] = evaluate(model, images, labels)
         frame = Image.fromarray(np.asarray(images[0]))
-        speed[name] = f"{median_ms(lambda: model.probs(frame), 20):.0f}"
+        speed[name] = f"{median_ms(partial(model.probs, frame), 20):.0f}"
     if args.record and Path(args.record).is_file() and not args.limit:
         card = json.loads(Path(args.record).read_text())
         name = f"{_loss(card)}: recorded card of `{card['training']['command']}`"

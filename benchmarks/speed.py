@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,7 +30,9 @@ from dldl_core.data import read_utkface
 from dldl_core.examples import example_photos
 from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from dldl_core.models import output_distributions
+from dldl_core.paths import shipped_weights
+from dldl_core.predict import AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
 from train.age import AgeConfig, AgeTask
 from train.engine import Task, TrainConfig, fit, parse_config
 from train.multilabel import MultiLabelConfig, MultiLabelTask
@@ -46,12 +49,16 @@ def faces_photo(n: int) -> Image.Image:
     return canvas
 
 
+def _bf16(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(x)
+
+
 def _distributions(out: dict[str, torch.Tensor]) -> torch.Tensor:
     """A model's outputs as probabilities, flattened per example (heads side by side): a softmax
     over each head's whole distribution, or over the classes of each pixel for a (N, C, H, W) head,
     as the ONNX export applies them."""
-    return torch.cat([torch.softmax(v.float(), 1).flatten(1) if v.ndim == 4 else torch.softmax(v.float().flatten(1), 1)
-                      for v in out.values()], 1)
+    return torch.cat([v.flatten(1) for v in output_distributions(out).values()], 1)
 
 
 @torch.inference_mode()
@@ -67,7 +74,7 @@ def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, 
               SegPredictor: ("segmentation, one 480x360 frame", 1)}
     out = {}
     for predictor, (name, n) in inputs.items():
-        if not (WEIGHTS_DIR / f"{predictor.task}.safetensors").is_file():
+        if not (shipped_weights(predictor.task)).is_file():
             continue
         shipped = predictor(device="cpu")
         size = getattr(shipped, "size", None)
@@ -86,14 +93,11 @@ def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, 
             compile_s = time.perf_counter() - t0
         onnx_model = predictor(device="cpu", backend="onnx").model
 
-        def bf16() -> dict[str, torch.Tensor]:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return model(xt)
-
+        bf16 = partial(_bf16, model, xt)
         change = float((_distributions(bf16()) - _distributions(model(xt))).abs().max())
-        times = [median_ms(lambda: model(xt), runs), median_ms(lambda: channels_first(x), runs),
-                 median_ms(lambda: compiled(xt), runs) if compiled is not None else None,
-                 median_ms(bf16, runs), median_ms(lambda: onnx_model(x), runs)]
+        times = [median_ms(partial(model, xt), runs), median_ms(partial(channels_first, x), runs),
+                 median_ms(partial(compiled, xt), runs) if compiled is not None else None,
+                 median_ms(bf16, runs), median_ms(partial(onnx_model, x), runs)]
         out[name + (f" ({n} x {size} px)" if size else "")] = (predictor.task, times, compile_s, change)
     return out
 

@@ -31,8 +31,16 @@ def save_checkpoint(weights: str | Path, model: torch.nn.Module, card: dict[str,
     weights = Path(weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"format": "pt", "task": str(card.get("task", ""))})
-    card_path(weights).write_text(json.dumps(card, indent=2) + "\n")
+    # Written under temporary names and renamed, so an interrupted save never leaves a truncated
+    # file where a good one was; both files readable by all, like any other file the project writes.
+    tmp = weights.with_name(f".{weights.name}.tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "task": str(card.get("task", ""))})
+    tmp_card = tmp.with_suffix(".json.tmp")
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    for path in (tmp, tmp_card):
+        path.chmod(0o644)
+    tmp.replace(weights)
+    tmp_card.replace(card_path(weights))
 
 
 def read_card(weights: str | Path) -> dict[str, Any]:
@@ -48,6 +56,8 @@ def read_card(weights: str | Path) -> dict[str, Any]:
 def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model described by the card, load its weights strictly, set eval mode."""
     weights = Path(weights)
+    if weights.is_dir():
+        raise WeightsError(f"{weights} is a folder; give the .safetensors file inside it")
     if not weights.is_file():
         raise WeightsError(f"weights file {weights} is missing")
     card = read_card(weights)
@@ -59,6 +69,9 @@ def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> 
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {weights} is corrupt or not a safetensors file: {exc}") from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"weights file {weights} holds NaN or infinite values (in {bad[0]} and {len(bad) - 1} more tensors)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

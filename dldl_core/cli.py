@@ -1,5 +1,6 @@
 """Batch command line: ``python -m dldl_core predict {age,pose,faces,multilabel,seg} INPUT... [--out FILE.jsonl]``
-and ``python -m dldl_core export onnx TASK`` (see ``dldl_core.export``).
+and ``python -m dldl_core export onnx TASK`` (see ``dldl_core.export``); ``dldl`` after ``pip install -e .``.
+Each task has its own options (``python -m dldl_core predict seg --help``).
 
 One JSON line per input image: its faces, each with the readouts of the task's
 model (``faces``: age and pose from one detection pass), for ``multilabel``
@@ -16,37 +17,53 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import torch
 from PIL import Image
 
 from .checkpoint import WeightsError
 from .images import ImageReadError, list_images, load_image
-from .predict import WEIGHTS_DIR, AgePredictor, CropModel, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from .paths import shipped_weights
+from .predict import AgePredictor, CropModel, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+
+TASKS = {
+    "age": "age distributions of the faces found (or of face crops, with --crops)",
+    "pose": "head-pose distributions of the faces found (or of face crops, with --crops)",
+    "faces": "age and head pose of every face found, from one detection pass",
+    "multilabel": "which of the 20 VOC classes are in each whole image",
+    "seg": "a CamVid class distribution for every pixel",
+}
+FACE_MODELS = {"age": ("age",), "pose": ("pose",), "faces": ("age", "pose")}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dldl_core", description="Deep Label Distribution Learning toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
     pred = sub.add_parser("predict", help="predict distributions for images, one JSON line each")
-    pred.add_argument("task", choices=["age", "pose", "faces", "multilabel", "seg"],
-                      help="age, head pose, faces (both, sharing one detection), multilabel (objects in the whole image) "
-                      "or seg (a class for every pixel)")
-    pred.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
-    pred.add_argument("--crops", action="store_true", help="each image is one face, already framed like the task's training crops (age or pose)")
-    pred.add_argument("--out", help="write JSON lines here instead of standard output")
-    pred.add_argument("--age-weights", default=str(WEIGHTS_DIR / "age.safetensors"), help="age weights (safetensors with its .json card beside)")
-    pred.add_argument("--pose-weights", default=str(WEIGHTS_DIR / "pose.safetensors"), help="head-pose weights (safetensors with its .json card beside)")
-    pred.add_argument("--multilabel-weights", default=str(WEIGHTS_DIR / "multilabel.safetensors"), help="multi-label weights (with its .json card)")
-    pred.add_argument("--seg-weights", default=str(WEIGHTS_DIR / "seg.safetensors"), help="segmentation weights (with its .json card)")
-    pred.add_argument("--out-dir", help="seg: write each class map here as <stem>.png (8-bit class index per pixel)")
-    pred.add_argument("--uncertainty", action="store_true", help="seg: also write <stem>_uncertainty.png (entropy / ln C, 0-255)")
-    pred.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    pred.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                      help="onnx: run the models through their ONNX export in onnxruntime (CPU; exported on first use and cached)")
-    pred.add_argument("--batch-size", type=int, default=64, help="images per batch with --crops and for multilabel")
+    tasks = pred.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(TASKS))
+    for task, what in TASKS.items():
+        t = tasks.add_parser(task, help=what, description=f"{what}; one JSON line per input image")
+        t.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+        t.add_argument("--out", help="write JSON lines here instead of standard output (replaced only when the run ends)")
+        t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+        t.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                       help="onnx: run the models through their ONNX export in onnxruntime (CPU; exported on first use and cached)")
+        t.add_argument("--batch-size", type=int, default=64, help="images per batch (face crops, whole images)")
+        # One --weights per model; faces has two models, so its flags carry the model's name.
+        for model in FACE_MODELS.get(task, (task,)):
+            flags = [f"--{model}-weights"] + (["--weights"] if task != "faces" else [])
+            t.add_argument(*flags, dest=f"{model}_weights", default=str(shipped_weights(model)),
+                           help=f"{model} weights (safetensors with its .json card beside)")
+        if task in ("age", "pose"):
+            t.add_argument("--crops", action="store_true", help="each image is one face, already framed like the model's training crops")
+        if task == "seg":
+            t.add_argument("--out-dir", help="write each class map here as <stem>.png (8-bit class index per pixel)")
+            t.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.png (entropy / ln C, 0-255); needs --out-dir")
     exp = sub.add_parser("export", help="export a model for other runtimes (its card is written beside it)")
     exp.add_argument("format", choices=["onnx"])
     exp.add_argument("task", choices=["age", "pose", "multilabel", "seg"])
@@ -56,31 +73,58 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _results(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    paths = list_images(args.inputs)
+    skipped: Counter = Counter()
+    paths = list_images(args.inputs, skipped)
+    for reason, n in skipped.items():
+        print(f"note: skipped {n} {reason} in the folders given", file=sys.stderr)
     if args.task == "seg":
         yield from _segment(paths, args)
         return
     if args.task == "multilabel":
         model = MultiLabelPredictor(args.multilabel_weights, args.device, args.backend)
         for chunk in _chunks(paths, args.batch_size):
-            results = iter(model.predict_images([im for _, im in chunk if im is not None]))
-            yield from (row if im is None else {**row, **next(results)} for row, im in chunk)
+            yield from _isolated(chunk, lambda items: model.predict_images([im for _, im in items]), lambda r: r)
         return
     models: dict[str, CropModel] = {}
-    if args.task in ("age", "faces"):
+    if "age" in FACE_MODELS[args.task]:
         models["age"] = AgePredictor(args.age_weights, args.device, args.backend)
-    if args.task in ("pose", "faces"):
+    if "pose" in FACE_MODELS[args.task]:
         models["pose"] = PosePredictor(args.pose_weights, args.device, args.backend)
-    if args.crops:
+    if getattr(args, "crops", False):
         ((name, crop_model),) = models.items()
+        empty = {"box": None, "score": None, "landmarks": None}
         for chunk in _chunks(paths, args.batch_size):
-            results = iter(crop_model.predict_crops([im for _, im in chunk if im is not None]))
-            empty = {"box": None, "score": None, "landmarks": None}
-            yield from (row if im is None else {**row, "faces": [{**empty, name: next(results)}]} for row, im in chunk)
+            yield from _isolated(chunk, lambda items: crop_model.predict_crops([im for _, im in items]), lambda r: {"faces": [{**empty, name: r}]})
         return
     pipeline = FacePipeline(models.get("age"), models.get("pose"))
-    for (row, image), in _chunks(paths, 1):
-        yield row if image is None else {**row, "size": list(image.size), "faces": pipeline.analyze(image)}
+    for chunk in _chunks(paths, 1):
+        yield from _isolated(chunk, lambda items: [{"size": list(im.size), "faces": pipeline.analyze(im)} for _, im in items], lambda r: r)
+
+
+Chunk = list[tuple[dict[str, Any], Image.Image | None]]
+
+
+def _isolated(chunk: Chunk, run: Callable[[Chunk], list[dict[str, Any]]], shape: Callable[[dict], dict]) -> Iterator[dict[str, Any]]:
+    """Rows of one chunk: ``run`` on its readable (row, image) pairs at once, each result given its
+    row's fields by ``shape``; when that fails, image by image, so whatever fails (an allocation,
+    the model) costs only its own input, with its own error line."""
+    readable = [(row, im) for row, im in chunk if im is not None]
+    error = None
+    try:
+        results = iter(run(readable) if readable else [])
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure is reported on its own input's line
+        if len(readable) > 1:
+            for item in chunk:
+                yield from _isolated([item], run, shape)
+            return
+        error = f"could not be processed: {type(exc).__name__}: {exc}"
+    for row, im in chunk:
+        if im is None:
+            yield row
+        else:
+            yield {**row, "error": f"{row['path']}: {error}"} if error else {**row, **shape(next(results))}
 
 
 def _segment(paths: list[Path], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
@@ -88,30 +132,33 @@ def _segment(paths: list[Path], args: argparse.Namespace) -> Iterator[dict[str, 
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    stems: set[str] = set()
-    for (row, image), in _chunks(paths, 1):
-        if image is None:
-            yield row
-            continue
+    taken: set[str] = set()  # file names written, so no input's map overwrites another's
+
+    def run(items: Chunk) -> list[dict[str, Any]]:
+        ((source, image),) = items
         result = model.predict(image)
-        row = {**row, "size": list(image.size), "fractions": result["fractions"], "mean_uncertainty": result["mean_uncertainty"]}
+        row = {"size": list(image.size), "fractions": result["fractions"], "mean_uncertainty": result["mean_uncertainty"]}
         if out_dir:
-            stem = _unique(Path(row["path"]).stem, stems)
+            stem = _unique(Path(source["path"]).stem, taken, ["", "_uncertainty"] if args.uncertainty else [""])
             Image.fromarray(result["classes"]).save(out_dir / f"{stem}.png")
             row["mask"] = str(out_dir / f"{stem}.png")
             if args.uncertainty:
                 Image.fromarray((result["uncertainty"] * 255 + 0.5).astype("uint8")).save(out_dir / f"{stem}_uncertainty.png")
                 row["uncertainty"] = str(out_dir / f"{stem}_uncertainty.png")
-        yield row
+        return [row]
+
+    for chunk in _chunks(paths, 1):
+        yield from _isolated(chunk, run, lambda r: r)
 
 
-def _unique(stem: str, taken: set[str]) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``... when inputs from different folders share a name."""
+def _unique(stem: str, taken: set[str], suffixes: list[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``... so that none of ``stem + suffix`` is a name already
+    written (inputs from different folders may share a name; ``a_uncertainty`` may be an input too)."""
     name, k = stem, 1
-    while name in taken:
+    while any(name + s in taken for s in suffixes):
         k += 1
         name = f"{stem}-{k}"
-    taken.add(name)
+    taken.update(name + s for s in suffixes)
     return name
 
 
@@ -140,7 +187,7 @@ def _chunks(paths: list[Path], size: int) -> Iterator[list[tuple[dict[str, Any],
 def _export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    weights = args.weights or WEIGHTS_DIR / f"{args.task}.safetensors"
+    weights = args.weights or shipped_weights(args.task)
     try:
         out = export_onnx(weights, args.out or Path("exports") / f"{args.task}.onnx")
     except WeightsError as exc:
@@ -155,17 +202,44 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "export":
         return _export(args)
-    if args.crops and args.task == "faces":
-        parser.error("--crops needs one task (age or pose): the two models are framed differently")
-    if args.crops and args.task in ("multilabel", "seg"):
-        parser.error(f"--crops is for face models (age or pose); {args.task} reads whole images")
-    if (args.out_dir or args.uncertainty) and args.task != "seg":
-        parser.error("--out-dir and --uncertainty are for seg")
-    if args.uncertainty and not args.out_dir:
+    _check_args(parser, args)
+    try:
+        return _write(args)
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One-line usage errors (exit 2) for options that would otherwise fail later with a traceback."""
+    if getattr(args, "uncertainty", False) and not args.out_dir:
         parser.error("--uncertainty writes images: give --out-dir too")
     if args.backend == "onnx" and args.device not in ("auto", "cpu"):
         parser.error("--backend onnx runs on the CPU: leave --device auto or cpu")
-    out = open(args.out, "w") if args.out else sys.stdout
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
+    try:
+        device = torch.device(args.device) if args.device != "auto" else None
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a device: use auto, cpu or cuda")
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is available here; use --device cpu (or auto)")
+    if getattr(args, "out_dir", None) and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        parser.error(f"--out-dir {args.out_dir} is a file, not a folder")
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            parser.error(f"--out {out} is a folder; give a file name")
+        if not out.parent.is_dir():
+            parser.error(f"--out {out}: the folder {out.parent} does not exist")
+        if out.exists() and any(p.exists() and p.samefile(out) for p in list_images(args.inputs)):
+            parser.error(f"--out {out} is one of the inputs; it would be overwritten")
+
+
+def _write(args: argparse.Namespace) -> int:
+    """Stream the rows to standard output, or into a temporary file beside ``--out`` that replaces
+    it only at the end (an interrupted run leaves the previous file as it was)."""
+    out = open(tmp := Path(args.out).with_name(f".{Path(args.out).name}.{os.getpid()}.tmp"), "w") if args.out else sys.stdout  # noqa: SIM115
     failed = total = 0
     try:
         for row in _results(args):
@@ -173,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += "error" in row
             if "error" in row:
                 print(f"error: {row['error']}", file=sys.stderr)
-            out.write(json.dumps(row) + "\n")
+            out.write(json.dumps(row, allow_nan=False) + "\n")
             out.flush()
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -181,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.out:
             out.close()
+            if total:
+                tmp.replace(args.out)
+            else:
+                tmp.unlink()
     if total == 0:
         print("error: no input images found", file=sys.stderr)
         return 1

@@ -18,18 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .faces import square_crop
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def data_root(path: str | os.PathLike | None = None) -> Path:
-    """Resolve the data folder: ``path``, else ``$DLDL_DATA``, else ``../shared/data``."""
-    if path:
-        return Path(path)
-    if os.environ.get("DLDL_DATA"):
-        return Path(os.environ["DLDL_DATA"])
-    return PROJECT_ROOT.parent / "shared" / "data"
+from .crops import square_crop
+from .images import resize_square
+from .paths import data_root
 
 
 def _table(table: Path, what: str) -> list[dict[str, str]]:
@@ -45,12 +36,16 @@ class AgeRecord:
     path: Path
     age: int
     split: str
+    race: int | None = None  # 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; None when unknown
 
 
 def read_utkface(root: str | os.PathLike | None = None, split: str | None = None) -> list[AgeRecord]:
-    """Rows of ``age/utkface/labels.csv`` (columns path, age, split), optionally one split."""
+    """Rows of ``age/utkface/labels.csv`` (columns path, age, race, split), optionally one split."""
     folder = data_root(root) / "age" / "utkface"
-    rows = [AgeRecord(folder / r["path"], int(r["age"]), r["split"]) for r in _table(folder / "labels.csv", "UTKFace table")]
+    rows = [
+        AgeRecord(folder / r["path"], int(r["age"]), r["split"], int(r["race"]) if r.get("race") else None)
+        for r in _table(folder / "labels.csv", "UTKFace table")
+    ]
     return [r for r in rows if split is None or r.split == split]
 
 
@@ -88,12 +83,6 @@ def read_pose(dataset: str, root: str | os.PathLike | None = None, split: str | 
     return [r for r in out if split is None or r.split == split]
 
 
-def resize_square(image: Image.Image, size: int) -> Image.Image:
-    """RGB at ``size`` x ``size``: the one resize that training and inference both use."""
-    image = image.convert("RGB")
-    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
-
-
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -110,9 +99,11 @@ class MultiLabelRecord:
     split: str
 
 
-def read_coco_multilabel(root: str | os.PathLike | None = None, split: str | None = None, small_area: float = 32 * 32) -> list[MultiLabelRecord]:
+def read_coco_multilabel(
+    root: str | os.PathLike | None = None, split: str | None = None, small_area: float = 32 * 32, keep_empty: bool = False
+) -> list[MultiLabelRecord]:
     """``multilabel/coco_tiny`` as VOC-class labels; crowd regions and objects under ``small_area``
-    pixels count as ambiguous. Images without any VOC object are left out."""
+    pixels count as ambiguous. Images without any VOC object are left out unless ``keep_empty``."""
     folder = data_root(root) / "multilabel" / "coco_tiny"
     table = folder / "instances.json"
     if not table.is_file():
@@ -129,7 +120,7 @@ def read_coco_multilabel(root: str | os.PathLike | None = None, split: str | Non
     out = []
     for im in coco["images"]:
         c, u = clear.get(im["id"], set()), unclear.get(im["id"], set())
-        if (c or u) and (split is None or im["split"] == split):
+        if (c or u or keep_empty) and (split is None or im["split"] == split):
             out.append(MultiLabelRecord(folder / "images" / im["file_name"], frozenset(c), frozenset(u - c), im["split"]))
     return out
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 def bin_grid(start: float, stop: float, step: float) -> torch.Tensor:
     """Bin centres ``start, start+step, ..., stop`` (``stop`` included)."""
-    n = int(round((stop - start) / step)) + 1
+    n = round((stop - start) / step) + 1
     return start + step * torch.arange(n, dtype=torch.float32)
 
 

@@ -20,24 +20,21 @@ import torch
 from torch import nn
 
 from .checkpoint import card_path, load_checkpoint
-from .models import fold_batchnorm
+from .models import fold_batchnorm, output_distributions
 
 
 class _Outputs(nn.Module):
     """The model's heads as a tuple in head order: distributions (a softmax over each head's
     distribution) or, with ``logits``, the raw logits."""
 
-    def __init__(self, model: nn.Module, heads: list[str], per_pixel: bool, logits: bool):
+    def __init__(self, model: nn.Module, heads: list[str], logits: bool):
         super().__init__()
-        self.model, self.heads, self.per_pixel, self.logits = model, heads, per_pixel, logits
+        self.model, self.heads, self.logits = model, heads, logits
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(image)
-        if self.logits:
-            return tuple(out[k] for k in self.heads)
-        if self.per_pixel:
-            return tuple(torch.softmax(out[k], dim=1) for k in self.heads)
-        return tuple(torch.softmax(out[k].flatten(1), dim=1).view_as(out[k]) for k in self.heads)
+        out = out if self.logits else output_distributions(out)
+        return tuple(out[k] for k in self.heads)
 
 
 def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> Path:
@@ -55,7 +52,7 @@ def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> P
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        _Outputs(model, heads, per_pixel, logits).eval(),
+        _Outputs(model, heads, logits).eval(),
         (torch.zeros(2, 3, h, w),),
         str(out),
         input_names=["image"],

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Folders are scanned for these; a format Pillow cannot decode (HEIC without a plug-in) then gets
+# its own error line instead of being skipped without a word.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jfif", ".pgm", ".ppm"}
 MAX_PIXELS = 100_000_000  # refuse decompression bombs beyond this many pixels
 
 
@@ -29,8 +32,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
         im.seek(0)
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float32)
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        if im.mode == "F" and a.max() <= 1.0:  # float images (TIFF) usually hold 0..1
+            hi = 1.0
+        else:
+            hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if im.mode == "P":
         im = im.convert("RGBA")
@@ -48,6 +54,10 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes):
         path = Path(source)
+        if path.is_symlink() and not path.exists():
+            raise ImageReadError(f"{name}: a broken or looping symbolic link")
+        if path.is_dir():
+            raise ImageReadError(f"{name}: a folder, not an image file")
         if not path.is_file():
             raise ImageReadError(f"{name}: no such file")
         if path.stat().st_size == 0:
@@ -70,14 +80,23 @@ def load_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = previous
 
 
-def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand folders (recursively, sorted) into image files; files are kept as given."""
+def list_images(inputs: list[str | os.PathLike], skipped: Counter | None = None) -> list[Path]:
+    """Expand folders (recursively, sorted, following links to files) into image files; files given
+    by name are kept as given. What a folder holds that is not taken is counted in ``skipped`` by
+    reason, so a caller can say so."""
     out: list[Path] = []
+    skipped = Counter() if skipped is None else skipped
     for item in map(Path, inputs):
-        if item.is_dir():
-            out.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
+        if not item.is_dir():
             out.append(item)
+            continue
+        for p in sorted(item.rglob("*")):
+            if p.is_symlink() and not p.exists():
+                skipped["broken or looping symbolic links"] += 1
+            elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                out.append(p)
+            elif p.is_file():
+                skipped[f"files without an image extension ({', '.join(sorted(IMAGE_SUFFIXES))})"] += 1
     return out
 
 
@@ -85,3 +104,9 @@ def fit_within(image: Image.Image, max_side: int) -> Image.Image:
     """``image`` scaled down (never up) so that neither side exceeds ``max_side``."""
     scale = min(1.0, max_side / max(image.size))
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR) if scale < 1 else image
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """RGB at ``size`` x ``size``: the one resize that training and inference both use."""
+    image = image.convert("RGB")
+    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)

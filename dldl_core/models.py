@@ -3,6 +3,7 @@ feature pyramid and a decoder that outputs a class distribution per pixel."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -115,6 +116,15 @@ def with_mirror(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tens
     return {k: v[:n] for k, v in out.items()}, {k: v[n:] for k, v in out.items()}
 
 
+def output_distributions(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model's head outputs as probabilities: a softmax over the classes of each pixel for a
+    (N, C, H, W) segmentation head, else over each head's whole (possibly 2-D) distribution."""
+    return {
+        k: torch.softmax(v.float(), dim=1) if v.ndim == 4 else torch.softmax(v.float().flatten(1), dim=1).view_as(v)
+        for k, v in out.items()
+    }
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every batch norm that directly follows a convolution into it, in place (eval mode only).
 
@@ -129,8 +139,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             setattr(parent, bn, nn.Identity())
     for seq in model.modules():
         if isinstance(seq, nn.Sequential):
-            names = list(seq._modules)
-            for a, b in zip(names, names[1:]):
+            for a, b in itertools.pairwise(seq._modules):
                 conv, bn = seq._modules[a], seq._modules[b]
                 if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                     seq._modules[a] = fuse_conv_bn_eval(conv, bn)

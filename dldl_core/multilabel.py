@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
+from torch import nn
 
 
 def class_scores(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -13,6 +16,12 @@ def class_scores(logits: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "sigmoid":
         return torch.sigmoid(z)
     raise ValueError(f"unknown activation {activation!r}")
+
+
+@torch.inference_mode()
+def image_scores(model: nn.Module, batches: Iterable[torch.Tensor], activation: str) -> torch.Tensor:
+    """(N, C) scores of a multi-label model (in eval mode) over normalised image batches, on the CPU."""
+    return torch.cat([class_scores(model(x)["classes"], activation).cpu() for x in batches])
 
 
 def name_present(scores: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .images import fit_within
 from .pose import head_axes
-from .segmentation import colourize
+from .seg import colourize
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
 AXIS_COLOURS = ("#ff3030", "#30d030", "#3080ff")  # the head's right, up and nose axes
@@ -106,8 +106,9 @@ def pose_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
     return fig
 
 
-def age_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
-    """One bar chart per face (at most ``max_faces``): the distribution, its mean and interval."""
+def age_chart(faces: list[dict[str, Any]], max_faces: int = 6, level: float = 0.8) -> Figure:
+    """One bar chart per face (at most ``max_faces``): the distribution, its mean and its central
+    interval (holding ``level`` of the probability, as the model card says)."""
     shown = faces[:max_faces]
     fig, axes = _panels(len(shown), 4.2, 2.8)
     for i, (face, ax) in enumerate(zip(shown, axes)):
@@ -115,7 +116,7 @@ def age_chart(faces: list[dict[str, Any]], max_faces: int = 6) -> Figure:
         probs = age["probs"]
         colour = PALETTE[i % len(PALETTE)]
         lo, hi = age["interval"]
-        ax.axvspan(lo - 0.5, hi + 0.5, color=colour, alpha=0.12, label=f"80% interval {lo:.0f}-{hi:.0f}")
+        ax.axvspan(lo - 0.5, hi + 0.5, color=colour, alpha=0.12, label=f"{level:.0%} interval {lo:.0f}-{hi:.0f}")
         ax.bar(range(len(probs)), probs, width=1.0, color=colour, alpha=0.85)
         ax.axvline(age["mean"], color="black", lw=1.2, ls="--", label=f"expected {age['mean']:.1f}")
         ax.set_title(f"face #{i + 1}: {age_label(age)}", fontsize=10)

@@ -9,33 +9,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .age import age_logits, age_probs
 from .checkpoint import WeightsError, load_checkpoint
-from .data import PROJECT_ROOT, resize_square
+from .crops import aligned_crop, box_square, square_crop
 from .distributions import bin_grid
 from .export import OnnxModel, cached_export
-from .faces import Face, FaceDetector, aligned_crop, box_square, square_crop
-from .models import fold_batchnorm, with_mirror
-from .multilabel import class_scores, name_present
+from .faces import Face, FaceDetector
+from .images import resize_square
+from .models import fold_batchnorm
+from .multilabel import image_scores, name_present
+from .paths import resolve_device, shipped_weights
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
-from .segmentation import class_fractions, class_map, uncertainty
+from .seg import class_fractions, class_map, uncertainty
 from .transforms import batches
 
-WEIGHTS_DIR = PROJECT_ROOT / "weights"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` means CUDA when a GPU is present, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+MAX_ASPECT = 20  # segmentation: the most elongated image shape accepted
 
 
 class ShippedModel:
@@ -48,11 +45,17 @@ class ShippedModel:
 
     task = ""  # the card's task this predictor reads
 
-    def __init__(self, weights: str | Path, device: str | torch.device = "auto", backend: str = "torch"):
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto", backend: str = "torch"):
+        """``weights`` default to the task's shipped weights."""
+        weights = weights or shipped_weights(self.task)
         self.device = resolve_device("cpu" if backend == "onnx" and str(device) == "auto" else device)
         self.model, self.card = load_checkpoint(weights, self.device)
         if self.card.get("task", self.task) != self.task:
             raise WeightsError(f"{weights} holds a {self.card['task']!r} model, not a {self.task!r} one")
+        try:
+            self.read_card()
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise WeightsError(f"the model card of {weights} is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
         if backend == "torch":
             self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
         elif backend == "onnx":
@@ -61,16 +64,26 @@ class ShippedModel:
             self.model = OnnxModel(cached_export(weights))  # the export folds batch norm itself
         else:
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
+
+    def read_card(self) -> None:
+        """What the predictor needs from the card (a missing or malformed field raises here, at load time)."""
         inp = self.card["input"]
-        self.mean, self.std = tuple(inp["mean"]), tuple(inp["std"])
+        self.mean, self.std = tuple(float(v) for v in inp["mean"]), tuple(float(v) for v in inp["std"])
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("input mean and std need 3 values")
         self.readout = self.card.get("readout", {})
+
+    def _check_head(self, name: str, size: object, what: str) -> None:
+        head = self.card["model"]["heads"][name]
+        if head != size and not (isinstance(head, dict) and size in (head.get("shape"), head.get("classes"))):
+            raise ValueError(f"the card gives {size} {what} but the model's {name!r} head is {head}")
 
 
 class CropModel(ShippedModel):
     """A model fed square crops: crops -> normalised batches at the card's input size."""
 
-    def __init__(self, weights: str | Path, device: str | torch.device = "auto", backend: str = "torch"):
-        super().__init__(weights, device, backend)
+    def read_card(self) -> None:
+        super().read_card()
         self.size = int(self.card["input"]["size"])
         self.tta_flip = bool(self.readout.get("tta_flip", False))
 
@@ -86,8 +99,8 @@ class AgePredictor(CropModel):
 
     task = "age"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "age.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
-        super().__init__(weights, device, backend)
+    def read_card(self) -> None:
+        super().read_card()
         b = self.card["bins"]["age"]
         self.bins = bin_grid(b["start"], b["stop"], b["step"])
         crop = self.card["input"]["crop"]
@@ -96,6 +109,7 @@ class AgePredictor(CropModel):
         self.crop_size = int(crop.get("size", self.size))
         self.temperature = float(self.readout.get("temperature", 1.0))
         self.level = float(self.readout.get("level", 0.8))
+        self._check_head("age", len(self.bins), "age bins")
 
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
         """The aligned crop of ``face``, framed and sized like a training chip."""
@@ -106,12 +120,7 @@ class AgePredictor(CropModel):
         """(N, bins) age distributions."""
         out = []
         for x in self.batches(crops, batch_size):
-            if self.tta_flip:
-                plain, mirrored = with_mirror(self.model, x)
-                z = 0.5 * (plain["age"].float() + mirrored["age"].float())
-            else:
-                z = self.model(x)["age"].float()
-            out.append(torch.softmax(z / self.temperature, dim=1).cpu())
+            out.append(age_probs(age_logits(self.model, x, self.tta_flip), self.temperature).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.bins))
 
     def predict_crops(self, crops: list[Image.Image]) -> list[dict[str, Any]]:
@@ -124,12 +133,14 @@ class PosePredictor(CropModel):
 
     task = "pose"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "pose.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
-        super().__init__(weights, device, backend)
+    def read_card(self) -> None:
+        super().read_card()
         b = self.card["bins"]["yaw"]
         self.step = float(b["step"])
         self.bins = bin_grid(b["start"], b["stop"], self.step)
         self.framing = self.card["input"]["crop"]
+        self._check_head("yaw_pitch", [len(self.bins)] * 2, "yaw x pitch bins")
+        self._check_head("roll", len(self.bins), "roll bins")
 
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
         """The square around a detected face, placed as the training crops sat around the detector's box."""
@@ -160,17 +171,16 @@ class MultiLabelPredictor(CropModel):
 
     task = "multilabel"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "multilabel.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
-        super().__init__(weights, device, backend)
+    def read_card(self) -> None:
+        super().read_card()
         self.classes = list(self.card["classes"])
         self.activation = self.readout.get("activation", "softmax")
         self.threshold = float(self.readout.get("threshold", 0.5))
+        self._check_head("classes", len(self.classes), "classes")
 
-    @torch.inference_mode()
     def scores(self, images: list[Image.Image], batch_size: int = 32) -> torch.Tensor:
         """(N, C) scores; images of any size are resized to the input square, as in training."""
-        out = [class_scores(self.model(x)["classes"], self.activation).cpu() for x in self.batches(images, batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+        return image_scores(self.model, self.batches(images, batch_size), self.activation) if images else torch.zeros(0, len(self.classes))
 
     def predict_images(self, images: list[Image.Image]) -> list[dict[str, Any]]:
         """``{"scores": {class: score, ...}, "labels": [classes named present, best first]}`` per image."""
@@ -196,14 +206,20 @@ class SegPredictor(ShippedModel):
 
     task = "seg"
 
-    def __init__(self, weights: str | Path = WEIGHTS_DIR / "seg.safetensors", device: str | torch.device = "auto", backend: str = "torch"):
-        super().__init__(weights, device, backend)
+    def read_card(self) -> None:
+        super().read_card()
         self.classes = list(self.card["classes"])
         self.colours = [tuple(c) for c in self.card["colours"]]
         self.frame = tuple(int(v) for v in self.card["input"]["size"])  # width, height
+        self._check_head("classes", len(self.classes), "classes")
 
     def network_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """(width, height) the network sees for an image of ``size``: the frame's pixel count, same aspect."""
+        """(width, height) the network sees for an image of ``size``: the frame's pixel count, same aspect.
+
+        Images more than ``MAX_ASPECT`` times wider than tall (or taller than wide) are refused: the
+        network's side of at least 32 px would make the other side, and the memory, unbounded."""
+        if max(size) > MAX_ASPECT * min(size):
+            raise ValueError(f"the image is {size[0]}x{size[1]} px: an aspect ratio beyond {MAX_ASPECT}:1 is not supported")
         scale = (self.frame[0] * self.frame[1] / (size[0] * size[1])) ** 0.5
         return max(32, round(size[0] * scale)), max(32, round(size[1] * scale))
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "dldl_core", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run([sys.executable, "-m", "dldl_core", *args], capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=300)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -96,4 +96,13 @@ def test_predict_pose_crops_and_faces_in_one_pass(tmp_path, utkface_test):
     assert len(face["age"]["probs"]) == 101 and abs(face["pose"]["yaw"]) < 30  # a frontal UTKFace chip
 
     proc = _run("predict", "faces", str(photo), "--crops")
-    assert proc.returncode == 2 and "one task" in proc.stderr
+    assert proc.returncode == 2 and "unrecognized arguments: --crops" in proc.stderr  # faces has no --crops: two framings
+
+
+def test_each_task_shows_only_its_own_options():
+    seg = _run("predict", "seg", "--help").stdout
+    assert "--out-dir" in seg and "--weights" in seg and "--age-weights" not in seg and "--crops" not in seg
+    faces = _run("predict", "faces", "--help").stdout
+    assert "--age-weights" in faces and "--pose-weights" in faces and "--out-dir" not in faces
+    proc = _run("predict", "multilabel", "x.png", "--out-dir", "maps")
+    assert proc.returncode == 2 and "unrecognized arguments: --out-dir" in proc.stderr

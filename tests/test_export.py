@@ -7,7 +7,8 @@ from PIL import Image
 
 from dldl_core.cli import main as cli_main
 from dldl_core.export import OnnxModel
-from dldl_core.predict import WEIGHTS_DIR, AgePredictor, MultiLabelPredictor, PosePredictor, SegPredictor
+from dldl_core.paths import shipped_weights
+from dldl_core.predict import AgePredictor, MultiLabelPredictor, PosePredictor, SegPredictor
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; install it to test the ONNX export")
 
@@ -17,7 +18,7 @@ def test_crop_models_match_pytorch(tmp_path, task, predictor):
     out = tmp_path / f"{task}.onnx"
     assert cli_main(["export", "onnx", task, "--out", str(out)]) == 0
     assert out.with_suffix(".json").is_file()  # the card travels with the model
-    model = predictor(WEIGHTS_DIR / f"{task}.safetensors", "cpu")
+    model = predictor(shipped_weights(task), "cpu")
     rng = np.random.default_rng(0)
     crops = [Image.fromarray(rng.integers(0, 255, (150, 150, 3), dtype=np.uint8)) for _ in range(3)]
     x = next(model.batches(crops, 8)).contiguous()
@@ -33,7 +34,7 @@ def test_crop_models_match_pytorch(tmp_path, task, predictor):
 def test_segmentation_model_matches_pytorch_at_any_size(tmp_path):
     out = tmp_path / "seg.onnx"
     assert cli_main(["export", "onnx", "seg", "--out", str(out)]) == 0
-    model = SegPredictor(WEIGHTS_DIR / "seg.safetensors", "cpu")
+    model = SegPredictor(shipped_weights("seg"), "cpu")
     x = torch.randn(1, 3, 200, 330)  # not the export size
     got = OnnxModel(out)(x)["classes"]
     with torch.inference_mode():

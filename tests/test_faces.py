@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dldl_core.faces import FaceDetector, aligned_crop, similarity_transform
+from dldl_core.crops import aligned_crop, similarity_transform
+from dldl_core.faces import FaceDetector
 
 
 def test_similarity_transform_recovers_a_known_one():

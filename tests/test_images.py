@@ -61,7 +61,7 @@ def test_animated_gif_gives_first_frame():
 
 
 def test_decompression_bomb_is_refused(monkeypatch):
-    import dldl_core.images as images
+    from dldl_core import images
 
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     with pytest.raises(ImageReadError, match="too large"):

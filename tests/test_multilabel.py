@@ -9,10 +9,10 @@ from PIL import Image
 from dldl_core.data import VOC_CLASSES, data_root, read_coco_multilabel, read_voc
 from dldl_core.distributions import multilabel_distribution
 from dldl_core.metrics import average_precision, mean_average_precision
-from dldl_core.predict import WEIGHTS_DIR
+from dldl_core.paths import shipped_weights
 from train.multilabel import IMAGENET_CLASSES, init_from_imagenet, label_masks, positives
 
-WEIGHTS = WEIGHTS_DIR / "multilabel.safetensors"
+WEIGHTS = shipped_weights("multilabel")
 
 
 def test_label_distribution_present_ambiguous_absent():
@@ -114,3 +114,4 @@ def test_cross_validation_folds_split_train_and_never_read_val():
         assert fit_rows | held_out == train and not fit_rows & held_out
         seen.append(held_out)
     assert set().union(*seen) == train and sum(map(len, seen)) == len(train)  # each row held out once
+

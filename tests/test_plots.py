@@ -50,14 +50,14 @@ def test_pose_chart_marks_the_expected_pose_and_axes_are_drawn():
     assert pose_label(face["pose"]) == "yaw 30° pitch -12° roll 5°"
     fig = pose_chart([face])
     (ax,) = [a for a in fig.axes if a.get_visible()]
-    marker = [line for line in ax.lines if line.get_marker() == "+"][0]
+    marker = next(line for line in ax.lines if line.get_marker() == "+")
     assert marker.get_xdata()[0] == pytest.approx(30.0, abs=0.1) and marker.get_ydata()[0] == pytest.approx(-12.0, abs=0.1)
     lo, hi = ax.get_xlim()
     assert lo < 30 < hi and hi - lo < 90  # zoomed on the distribution's mass
     out = np.asarray(annotate_faces(Image.new("RGB", (400, 400), (255, 255, 255)), [face]))
     # yaw 30: the nose axis (blue) runs from the box centre towards the image's left
     left, right = out[195:206, 130:190], out[195:206, 210:270]
-    blue = lambda a: ((a[..., 2] > 200) & (a[..., 0] < 100)).sum()  # noqa: E731
+    blue = lambda a: ((a[..., 2] > 200) & (a[..., 0] < 100)).sum()
     assert blue(left) > 10 and blue(right) == 0
 
 

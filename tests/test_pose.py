@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dldl_core.faces import box_square, square_crop
+from dldl_core.crops import box_square, square_crop
 from dldl_core.models import DistributionNet
 from dldl_core.pose import head_axes
 from train.pose import PoseConfig, targets
@@ -41,7 +41,7 @@ def test_labels_follow_the_teachers_where_they_agree_and_widen_where_they_do_not
 
 
 def test_head_axes_follow_the_sign_convention():
-    right, up, nose = head_axes(0, 0, 0)
+    right, up, _nose = head_axes(0, 0, 0)
     assert right.tolist() == pytest.approx([1, 0]) and up.tolist() == pytest.approx([0, -1])
     assert head_axes(40, 0, 0)[2][0] < -0.5  # yaw > 0: the nose points to the image's left
     assert head_axes(0, 40, 0)[2][1] < -0.5  # pitch > 0: up (image y grows downwards)

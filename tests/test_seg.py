@@ -14,11 +14,11 @@ from dldl_core.data import data_root, read_camvid
 from dldl_core.distributions import boundary_distribution
 from dldl_core.losses import pixel_kl_from_logits
 from dldl_core.metrics import confusion_matrix, iou_per_class
-from dldl_core.predict import WEIGHTS_DIR
-from dldl_core.segmentation import CAMVID_COLOURS, CAMVID_VOID, class_fractions, uncertainty
+from dldl_core.paths import shipped_weights
+from dldl_core.seg import CAMVID_COLOURS, CAMVID_VOID, class_fractions, uncertainty
 from dldl_core.transforms import random_scale_crop
 
-WEIGHTS = WEIGHTS_DIR / "seg.safetensors"
+WEIGHTS = shipped_weights("seg")
 VOID = 9
 
 
@@ -101,7 +101,7 @@ def test_shipped_model_on_a_slice_of_camvid_test(camvid_test):
     from dldl_core.checkpoint import load_checkpoint
     from train.seg import SegConfig, SegTask
 
-    model, card = load_checkpoint(WEIGHTS)
+    model, _ = load_checkpoint(WEIGHTS)
     task = SegTask(SegConfig())
     images, labels = task.load_split("test")
     images, labels = images[::6], labels[::6]  # the camvid_test frames
@@ -148,7 +148,7 @@ def test_weights_of_another_task_are_refused(tmp_path, capsys):
     from dldl_core.predict import SegPredictor
 
     with pytest.raises(WeightsError, match="'age' model, not a 'seg' one"):
-        SegPredictor(WEIGHTS_DIR / "age.safetensors", "cpu")
+        SegPredictor(shipped_weights("age"), "cpu")
     Image.new("RGB", (64, 48)).save(tmp_path / "a.png")
-    assert cli_main(["predict", "seg", str(tmp_path / "a.png"), "--seg-weights", str(WEIGHTS_DIR / "age.safetensors")]) == 2
+    assert cli_main(["predict", "seg", str(tmp_path / "a.png"), "--seg-weights", str(shipped_weights("age"))]) == 2
     assert "not a 'seg' one" in capsys.readouterr().err

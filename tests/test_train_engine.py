@@ -7,8 +7,8 @@ import torch
 
 from benchmarks.speed import training_throughput
 from dldl_core.checkpoint import load_checkpoint
-from dldl_core.data import data_root
-from dldl_core.segmentation import CAMVID_CLASSES
+from dldl_core.paths import data_root
+from dldl_core.seg import CAMVID_CLASSES
 from train.age import AgeConfig, AgeTask
 from train.engine import command, fit, parse_config
 from train.multilabel import MultiLabelConfig, MultiLabelTask
@@ -22,18 +22,38 @@ def test_parse_config_from_dataclass():
     assert command("age", cfg) == "python -m train.age --epochs 3 --sigma 2.5 --no-tta-flip"
 
 
+class _Interrupted(AgeTask):
+    """Stops like a killed run as soon as the second epoch starts."""
+
+    calls = 0
+
+    def train_batch(self, images, labels):
+        _Interrupted.calls += 1
+        if _Interrupted.calls > 4:  # 64 rows in batches of 16: epoch 2 starts at call 5
+            raise KeyboardInterrupt
+        return super().train_batch(images, labels)
+
+
 def test_tiny_age_run_and_resume(tmp_path, utkface_test):
-    common = ["--out", str(tmp_path / "run"), "--limit", "64", "--val-limit", "32", "--batch-size", "16",
-              "--image-size", "64", "--template-chips", "4", "--no-pretrained", "--skip-test",
-              "--cache-dir", str(tmp_path / "cache")]
-    card = fit(AgeTask(parse_config(AgeConfig, common + ["--epochs", "1"])))
-    assert len(card["training"]["history"]) == 1
-    # Asking for two epochs with --resume continues after the first instead of starting again.
-    card = fit(AgeTask(parse_config(AgeConfig, common + ["--epochs", "2", "--resume"])))
+    common = ["--limit", "64", "--val-limit", "32", "--batch-size", "16", "--image-size", "64", "--template-chips", "4",
+              "--no-pretrained", "--skip-test", "--cache-dir", str(tmp_path / "cache"), "--degrade", "1", "--keep", "last",
+              "--epochs", "2"]
+    run = ["--out", str(tmp_path / "run")]
+    with pytest.raises(KeyboardInterrupt):
+        fit(_Interrupted(parse_config(AgeConfig, common + run)))
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+    # --resume continues after the first epoch instead of starting again, with the random state
+    # of the interrupted run: the result equals an uninterrupted run's.
+    card = fit(AgeTask(parse_config(AgeConfig, common + run + ["--resume"])))
     assert [h["epoch"] for h in card["training"]["history"]] == [1, 2]
-    model, saved = load_checkpoint(tmp_path / "run" / "age.safetensors")
+    fit(AgeTask(parse_config(AgeConfig, common + ["--out", str(tmp_path / "straight")])))
+    resumed, _ = load_checkpoint(tmp_path / "run" / "age.safetensors")
+    straight, _ = load_checkpoint(tmp_path / "straight" / "age.safetensors")
+    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(a, b), name
+    _, saved = load_checkpoint(tmp_path / "run" / "age.safetensors")
     assert saved["input"]["size"] == 64 and len(saved["input"]["crop"]["template"]) == 5
-    assert saved["training"]["config"]["sigma"] == 2.0 and "val" in saved["metrics"]
+    assert saved["training"]["config"]["sigma"] == 1.5 and "val" in saved["metrics"]
     assert json.loads((tmp_path / "run" / "age.json").read_text()) == saved
 
 
@@ -47,7 +67,7 @@ def test_tiny_pose_run(tmp_path):
     args = ["--out", str(tmp_path / "pose"), "--limit", "64", "--val-limit", "64", "--batch-size", "16", "--epochs", "1",
             "--image-size", "64", "--framing-chips", "16", "--no-pretrained", "--skip-test", "--cache-dir", str(tmp_path)]
     card = fit(PoseTask(parse_config(PoseConfig, args)))
-    model, saved = load_checkpoint(tmp_path / "pose" / "pose.safetensors")
+    _, saved = load_checkpoint(tmp_path / "pose" / "pose.safetensors")
     assert saved["model"]["heads"]["yaw_pitch"]["shape"] == [61, 61]
     assert {"mae", "mae_consensus", "score"} <= set(card["metrics"]["val"])
     framing = saved["input"]["crop"]["from_detector"]

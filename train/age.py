@@ -9,19 +9,22 @@ calibrated, and reports the test split once at the end.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from dldl_core.age import age_logits, age_probs
 from dldl_core.data import data_root, decode_resized, image_cache, read_utkface
+from dldl_core.degrade import degraded_copy, random_degrade
 from dldl_core.distributions import bin_grid, gaussian_1d
 from dldl_core.faces import FaceDetector, measure_template
 from dldl_core.losses import dldl_loss
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
-from dldl_core.models import with_mirror
 from dldl_core.readouts import credible_interval, expectation
 from dldl_core.transforms import batches, color_jitter, normalize, random_affine
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
@@ -37,9 +40,14 @@ class AgeConfig(TrainConfig):
     epochs: int = opt(12, "training epochs")
     image_size: int = opt(128, "network input side in pixels")
     age_max: int = opt(100, "bins 0..age_max years, step 1; older ages fall in the last bin")
-    sigma: float = opt(2.0, "spread (years) of the label distribution")
+    sigma: float = opt(1.5, "spread (years) of the label distribution at age 0")
+    sigma_slope: float = opt(0.05, "growth of the spread per year of age: sigma + sigma_slope * age (older ages are more ambiguous)")
     lam: float = opt(1.0, "weight of DLDL-v2's expectation L1 term (0 = plain DLDL)")
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast while training")
+    degrade: float = opt(1.0, "strength of random photo degradations while training (JPEG, low resolution, blur, noise, "
+                         "grayscale, white balance, gamma; dldl_core.degrade); 0 = none")
+    hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
+    calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
     level: float = opt(0.8, "credible interval mass")
     template_chips: int = opt(500, "training chips used to measure the landmark template")
@@ -58,7 +66,7 @@ class AgeTask(Task):
         return {"age": len(self.bins)}
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
-        rows = read_utkface(self.config.data, split)
+        rows = [r for r in read_utkface(self.config.data, split) if r.race != self.config.hold_out_race]
         rows = rows[:limit] if limit else rows
         images = image_cache([r.path for r in rows], self.config.image_size, self.config.cache_dir)
         return images, torch.tensor([r.age for r in rows], dtype=torch.float32)
@@ -76,11 +84,16 @@ class AgeTask(Task):
         self.template = extra["template"]
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = normalize(images)
-        return (color_jitter(random_affine(x)) if self.config.augment else x), labels
+        c = self.config
+        if not c.augment:
+            return normalize(images), labels
+        x = random_affine(images.permute(0, 3, 1, 2).float().div_(255))
+        if c.degrade > 0:
+            x = random_degrade(x, c.degrade)
+        return color_jitter(normalize(x.mul_(255))), labels
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        target = gaussian_1d(labels, self.bins, self.config.sigma)
+        target = gaussian_1d(labels, self.bins, self.config.sigma + self.config.sigma_slope * labels.clamp(min=0))
         return dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam)
 
     @torch.inference_mode()
@@ -88,16 +101,11 @@ class AgeTask(Task):
         model.eval()
         out = []
         for x in batches(images, device, 256):
-            if self.config.tta_flip:
-                plain, mirrored = with_mirror(model, x)
-                z = 0.5 * (plain["age"].float() + mirrored["age"].float())
-            else:
-                z = model(x)["age"].float()
-            out.append(z.cpu())
+            out.append(age_logits(model, x, self.config.tta_flip).cpu())
         return torch.cat(out)
 
     def _metrics(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
-        probs = torch.softmax(logits / temperature, dim=1)
+        probs = age_probs(logits, temperature)
         pred = expectation(probs, self.bins)
         iv = credible_interval(probs, self.bins, self.config.level)
         nll = -torch.log(probs.gather(1, labels.clamp(max=self.config.age_max).long()[:, None]) + 1e-12).mean()
@@ -113,10 +121,18 @@ class AgeTask(Task):
         return self._metrics(self.logits(model, images, device), labels, self.temperature)
 
     def calibrate(self, model: nn.Module, images: np.ndarray, labels: torch.Tensor, device: torch.device) -> None:
-        """Temperature scaling: the softmax temperature with the lowest validation NLL."""
+        """Temperature scaling: the softmax temperature with the lowest NLL on val (and, with
+        ``calibrate_on = val+degraded``, on a seeded degraded copy of val through real codecs too,
+        so the intervals stay honest on photos worse than the chips)."""
         logits = self.logits(model, images, device)
-        grid = [round(t, 2) for t in np.arange(0.5, 3.01, 0.05)]
+        if self.config.calibrate_on == "val+degraded":
+            rng = np.random.default_rng(0)
+            worse = np.stack([np.asarray(degraded_copy(Image.fromarray(np.asarray(im)), rng)) for im in images])
+            logits, labels = torch.cat([logits, self.logits(model, worse, device)]), torch.cat([labels, labels])
+        grid = [round(t, 2) for t in np.arange(0.3, 6.01, 0.05)]
         self.temperature = min(grid, key=lambda t: self._metrics(logits, labels, t)["nll"])
+        if self.temperature in (grid[0], grid[-1]):
+            print(f"warning: the fitted temperature {self.temperature} is at the edge of its search grid", file=sys.stderr)
 
     def card(self) -> dict[str, Any]:
         c = self.config
@@ -137,8 +153,9 @@ class AgeTask(Task):
             "data": {
                 "dataset": "UTKFace (aligned and cropped), ../shared/data/age/utkface",
                 "root": str(data_root(c.data)),
-                "train": "split == train",
-                "select": "split == val (best epoch by MAE; temperature by NLL)",
+                "train": "split == train" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else ""),
+                "select": "split == val" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
+                + " (best epoch by MAE; temperature by NLL on " + c.calibrate_on + ")",
                 "test": "split == test, evaluated once at the end",
             },
         }

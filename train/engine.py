@@ -54,6 +54,7 @@ class TrainConfig:
     limit: int = opt(0, "train on the first N training rows only (0 = all); for smoke tests")
     backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     pretrained: bool = opt(True, "start from the backbone's ImageNet weights")
+    init: str | None = opt(None, "start from the weights of this trained checkpoint (.safetensors of the same task and model) instead")
     dropout: float = opt(0.2, "dropout before the distribution heads")
     val_limit: int = opt(0, "evaluate on the first N val rows only (0 = all)")
     skip_test: bool = opt(False, "do not evaluate on the test split at the end")
@@ -149,7 +150,7 @@ class _Dist:
 
 
 def _setup(cfg: TrainConfig) -> tuple[_Dist, torch.device]:
-    d = _Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    d = _Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
     want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if want == "cuda":
         torch.cuda.set_device(d.local_rank)
@@ -182,20 +183,27 @@ def fit(task: Task) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + d.rank)  # DDP copies rank 0's initial weights; augmentation differs per rank
     np.random.seed(cfg.seed + d.rank)
 
-    train_x, train_y = task.load_split("train", cfg.limit)
-    val_x, val_y = task.load_split("val", cfg.val_limit)
-
     last = out / "last.pt"
     state = torch.load(last, map_location="cpu", weights_only=True) if cfg.resume and last.is_file() else None
     if cfg.resume and state is None and d.main:
         print(f"no {last} to resume from; starting afresh", file=sys.stderr)
+
+    # The model first: a missing ImageNet weights package is reported before minutes of data loading.
+    model = task.build_model(pretrained=cfg.pretrained and state is None and not cfg.init)
+    if cfg.init and state is None:
+        from dldl_core.checkpoint import load_checkpoint
+
+        start, _ = load_checkpoint(cfg.init)
+        model.load_state_dict(start.state_dict())
+    # channels-last is about twice as fast on CPU (oneDNN) and what tensor cores want on GPU.
+    model = model.to(device, memory_format=torch.channels_last)
+
+    train_x, train_y = task.load_split("train", cfg.limit)
+    val_x, val_y = task.load_split("val", cfg.val_limit)
     if state is None and d.main:
         task.prepare(train_x)
     elif state is not None:
         task.load_extra(state.get("extra", {}))
-
-    # channels-last is about twice as fast on CPU (oneDNN) and what tensor cores want on GPU.
-    model = task.build_model(pretrained=cfg.pretrained and state is None).to(device, memory_format=torch.channels_last)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None) if d.world > 1 else model
 
     steps_per_epoch = len(train_x) // (cfg.batch_size * d.world)
@@ -221,6 +229,8 @@ def fit(task: Task) -> dict[str, Any]:
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best, history = state["epoch"], state["best"], list(state["history"])
+        if "rng" in state:  # augmentation continues as the uninterrupted run's would
+            torch.set_rng_state(state["rng"])
         if d.main:
             print(f"resumed from {last} after epoch {start_epoch}", file=sys.stderr)
 
@@ -281,6 +291,7 @@ def fit(task: Task) -> dict[str, Any]:
                     "best": best,
                     "history": history,
                     "extra": task.extra_state(),
+                    "rng": torch.get_rng_state(),
                 },
                 tmp,
             )
@@ -293,7 +304,7 @@ def fit(task: Task) -> dict[str, Any]:
     if d.main:
         from dldl_core.checkpoint import load_checkpoint
 
-        best_model, best_card = load_checkpoint(weights_path, device)
+        best_model, _ = load_checkpoint(weights_path, device)
         best_model = best_model.to(memory_format=torch.channels_last)
         task.calibrate(best_model, val_x, val_y, device)
         metrics = {"val": task.evaluate(best_model, val_x, val_y, device)}
@@ -349,5 +360,10 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
         "date": dt.date.today().isoformat(),
         "history": history,
     }
+    if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
+        from dldl_core.checkpoint import read_card
+
+        start = read_card(cfg.init)["training"]
+        card["training"]["init"] = {"weights": cfg.init, "command": start["command"], "date": start["date"]}
     card["metrics"] = metrics
     return card

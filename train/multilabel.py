@@ -35,7 +35,7 @@ from dldl_core.data import VOC_CLASSES, MultiLabelRecord, data_root, image_cache
 from dldl_core.distributions import multilabel_distribution
 from dldl_core.losses import kl_from_logits
 from dldl_core.metrics import mean_average_precision
-from dldl_core.multilabel import class_scores, name_present
+from dldl_core.multilabel import image_scores, name_present
 from dldl_core.transforms import batches, color_jitter, normalize, random_affine
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
@@ -146,10 +146,8 @@ class MultiLabelTask(Task):
             return F.binary_cross_entropy_with_logits(z.float(), (present | ambiguous).float())
         return kl_from_logits(z, multilabel_distribution(present, ambiguous, self.config.ambiguous_weight))
 
-    @torch.inference_mode()
     def scores(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
-        model.eval()
-        return torch.cat([class_scores(model(x)["classes"], self.activation).cpu() for x in batches(images, device, 64)])
+        return image_scores(model.eval(), batches(images, device, 64), self.activation)
 
     @property
     def activation(self) -> str:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from dldl_core.crops import box_square
 from dldl_core.data import PoseRecord, Square, data_root, image_cache, read_pose
 from dldl_core.distributions import bin_grid, gaussian_1d, gaussian_2d
-from dldl_core.faces import FaceDetector, box_square, measure_box_framing
+from dldl_core.faces import FaceDetector, measure_box_framing
 from dldl_core.losses import expectation_l1, kl_from_logits
 from dldl_core.pose import pose_probs
 from dldl_core.readouts import expectation, joint_moments

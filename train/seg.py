@@ -22,7 +22,7 @@ from dldl_core.data import data_root, image_cache, read_camvid
 from dldl_core.distributions import boundary_distribution
 from dldl_core.losses import pixel_kl_from_logits
 from dldl_core.metrics import confusion_matrix, iou_summary
-from dldl_core.segmentation import CAMVID_CLASSES, CAMVID_COLOURS, CAMVID_VOID
+from dldl_core.seg import CAMVID_CLASSES, CAMVID_COLOURS, CAMVID_VOID
 from dldl_core.transforms import batches, color_jitter, normalize, random_scale_crop
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 

@@ -1,0 +1,83 @@
+"""Crop geometry: faces cut from a photo the way the training crops were cut.
+
+Age models see aligned crops: a similarity transform (rotation, uniform scale,
+shift) maps the 5 detected landmarks onto a template measured on the training
+chips, so a detected face is framed as the chips the model learned from.
+Pose models see upright square crops (rotating would remove the roll they
+must predict), placed relative to the detector's box as measured on theirs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (Umeyama) mapping points ``src`` onto ``dst``; a 2x3 matrix."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    sc, dc = src - mu_s, dst - mu_d
+    u, s, vt = np.linalg.svd(dc.T @ sc / len(src))
+    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / (sc**2).sum(1).mean()
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+def warp(image: Image.Image, matrix: np.ndarray, size: int) -> Image.Image:
+    """Apply the 2x3 image-to-crop ``matrix`` to get a ``size`` x ``size`` crop.
+
+    When the face is much larger than the crop, the image is first shrunk
+    with an antialiasing filter so the crop is not aliased.
+    """
+    m = np.vstack([matrix, [0, 0, 1]])
+    scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    if scale < 0.5:
+        # Shrink only the region the crop needs, by a whole factor, then warp.
+        inv = np.linalg.inv(m)
+        corners = inv @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], float)
+        x0, y0 = np.floor(corners[:2].min(1)).astype(int) - 2
+        x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + 2
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, image.width), min(y1, image.height)
+        if x1 > x0 and y1 > y0:
+            factor = int(1 / scale)
+            region = image.crop((x0, y0, x1, y1))
+            region = region.reduce(factor) if factor > 1 else region
+            shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
+            shrink = np.diag([factor, factor, 1.0])
+            m = m @ shift @ shrink
+            image = region
+    inv = np.linalg.inv(m)
+    return image.transform((size, size), Image.AFFINE, data=tuple(inv[:2].ravel()), resample=Image.BILINEAR)
+
+
+def aligned_crop(image: Image.Image, landmarks: list[list[float]], template: list[list[float]], size: int) -> Image.Image:
+    """Crop a face so its 5 landmarks land on ``template`` (fractions of the crop side)."""
+    dst = np.asarray(template, np.float64) * size
+    return warp(image, similarity_transform(np.asarray(landmarks), dst), size)
+
+
+def square_crop(image: Image.Image, center: tuple[float, float], side: float, size: int) -> Image.Image:
+    """The upright square of ``side`` pixels around ``center``, resampled to ``size``; outside is black."""
+    k = size / side
+    cx, cy = center
+    return warp(image, np.array([[k, 0.0, -k * (cx - side / 2)], [0.0, k, -k * (cy - side / 2)]]), size)
+
+
+def box_centre_size(box: list[float]) -> tuple[float, float, float]:
+    """Centre x, centre y and size (mean of width and height) of a box x0, y0, x1, y1."""
+    x0, y0, x1, y1 = box
+    return (x0 + x1) / 2, (y0 + y1) / 2, ((x1 - x0) + (y1 - y0)) / 2
+
+
+def box_square(box: list[float], framing: dict) -> tuple[tuple[float, float], float]:
+    """Centre and side of the crop square for a face ``box``, placed as ``framing`` says.
+
+    ``framing`` holds ``dx``, ``dy`` (offset of the crop centre from the box
+    centre) and ``side``, all in units of the box size (mean of its width and
+    height), as measured by ``measure_box_framing``.
+    """
+    cx, cy, s = box_centre_size(box)
+    return (cx + framing["dx"] * s, cy + framing["dy"] * s), framing["side"] * s

@@ -1,0 +1,174 @@
+"""Photo degradations: what separates a user's photo from a clean training chip.
+
+Two families with one purpose. ``random_degrade`` works on whole float batches
+on the training device (a JPEG codec simulated in torch, low resolution, blur,
+sensor noise, grayscale, white balance and gamma), so a model cannot use image
+quality or encoding as a cue for its label. ``degraded_copies`` and
+``encodings`` go through the real codecs (Pillow's JPEG and WebP) to build
+evaluation sets, so what is measured is not the simulator the model trained on.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# The JPEG standard's example quantisation tables (Annex K), scaled by quality as libjpeg does.
+_LUMA_Q = (
+    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55), (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62), (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99),
+)  # fmt: skip
+_CHROMA_Q = ((17, 18, 24, 47, 99, 99, 99, 99), (18, 21, 26, 66, 99, 99, 99, 99), (24, 26, 56, 99, 99, 99, 99, 99),
+             (47, 66, 99, 99, 99, 99, 99, 99)) + ((99,) * 8,) * 4  # fmt: skip
+
+
+def _dct_matrix(device: torch.device) -> torch.Tensor:
+    k = torch.arange(8, dtype=torch.float32, device=device)
+    d = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return d
+
+
+def _quant_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 8, 8) luma and chroma tables for qualities 1..100, as libjpeg scales them."""
+    q = quality.float().clamp(1, 100)[:, None, None]
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+    tables = []
+    for base in (_LUMA_Q, _CHROMA_Q):
+        t = torch.tensor(base, dtype=torch.float32, device=quality.device)[None]
+        tables.append(torch.floor((t * scale + 50) / 100).clamp(1, 255))
+    return tables[0], tables[1]
+
+
+def _blockwise(plane: torch.Tensor, table: torch.Tensor, dct: torch.Tensor) -> torch.Tensor:
+    """Quantise one (N, H, W) plane (0..255, H and W multiples of 8) in 8x8 DCT blocks."""
+    n, h, w = plane.shape
+    blocks = (plane - 128).reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
+    coef = dct @ blocks @ dct.T
+    t = table[:, None, None]
+    coef = torch.round(coef / t) * t
+    return (dct.T @ coef @ dct).permute(0, 1, 3, 2, 4).reshape(n, h, w) + 128
+
+
+def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """A baseline JPEG round trip of a float batch (N, 3, H, W) in 0..1, one quality per image.
+
+    YCbCr, 4:2:0 chroma subsampling, 8x8 DCT and the standard tables scaled by
+    quality: the lossy steps of the codec (entropy coding is lossless and left out).
+    """
+    h, w = x.shape[-2:]
+    ph, pw = -h % 16, -w % 16
+    img = F.pad(x, (0, pw, 0, ph), mode="replicate") * 255
+    r, g, b = img[:, 0], img[:, 1], img[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    dct = _dct_matrix(x.device)
+    luma_t, chroma_t = _quant_tables(quality.to(x.device))
+    y = _blockwise(y, luma_t, dct)
+    sub = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+    pad8 = (-sub.shape[-1] % 8, -sub.shape[-2] % 8)
+    sub = F.pad(sub, (0, pad8[0], 0, pad8[1]), mode="replicate")
+    chroma = torch.stack([_blockwise(sub[:, i], chroma_t, dct) for i in range(2)], 1)
+    chroma = chroma[..., : (h + ph) // 2, : (w + pw) // 2]
+    cb, cr = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False).unbind(1)
+    rgb = torch.stack([y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128), y + 1.772 * (cb - 128)], 1)
+    return (rgb[..., :h, :w] / 255).clamp(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of (N, C, H, W) with its own Gaussian ``sigma`` (N,) in pixels (0 = unchanged)."""
+    n, c, h, w = x.shape
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t[None] / sigma.clamp(min=1e-3)[:, None]) ** 2)
+    k = k / k.sum(1, keepdim=True)
+    k = k.repeat_interleave(c, 0)  # one kernel per image and channel
+    flat = F.pad(x.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    flat = F.conv2d(flat, k[:, None, None, :], groups=n * c)
+    flat = F.conv2d(flat, k[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, h, w)
+
+
+def random_degrade(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Random photo degradations of a float batch (N, 3, H, W) in 0..1, each image its own draw.
+
+    In order, as a camera and a web upload would apply them: white balance, gamma and
+    saturation; grayscale (p 0.15); low resolution, downscaled 1.5-4x and back (p 0.3);
+    blur, sigma 0.4-1.6 px (p 0.2); sensor noise, std up to 0.04 (p 0.2); JPEG at quality
+    30-95 (p 0.8; the rest stay as they are). ``strength`` scales every probability.
+    """
+    n, dev = x.shape[0], x.device
+
+    def chance(p: float) -> torch.Tensor:
+        return torch.rand(n, device=dev) < p * strength
+
+    gains = torch.empty(n, 3, 1, 1, device=dev).uniform_(0.85, 1.15)
+    gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.4, 0.4))
+    x = (x * gains).clamp(0, 1) ** gamma
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    sat = torch.empty(n, 1, 1, 1, device=dev).uniform_(0.6, 1.3)
+    sat = torch.where(chance(0.15)[:, None, None, None], torch.zeros_like(sat), sat)
+    x = (gray + (x - gray) * sat).clamp(0, 1)
+
+    h, w = x.shape[-2:]
+    for i in torch.nonzero(chance(0.3)).flatten().tolist():
+        f = torch.empty(1).uniform_(1.5, 4.0).item()
+        small = F.interpolate(x[i : i + 1], size=(max(8, round(h / f)), max(8, round(w / f))), mode="bilinear", antialias=True)
+        x[i] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+    blur = chance(0.2)
+    if blur.any():
+        sigma = torch.empty(int(blur.sum()), device=dev).uniform_(0.4, 1.6)
+        x[blur] = gaussian_blur(x[blur], sigma)
+    noisy = chance(0.2)
+    if noisy.any():
+        std = torch.empty(int(noisy.sum()), 1, 1, 1, device=dev).uniform_(0.005, 0.04)
+        x[noisy] = (x[noisy] + torch.randn_like(x[noisy]) * std).clamp(0, 1)
+    coded = chance(0.8)
+    if coded.any():
+        quality = torch.randint(30, 96, (int(coded.sum()),), device=dev)
+        x[coded] = jpeg(x[coded], quality)
+    return x.clamp(0, 1)
+
+
+def encode(image: Image.Image, kind: str) -> Image.Image:
+    """``image`` after a round trip through a real codec: ``png``, ``jpeg95``/``75``/``50``
+    (any quality), ``webp``, or ``gray`` (grayscale, stored as PNG)."""
+    buf = io.BytesIO()
+    if kind == "png":
+        image.save(buf, "PNG")
+    elif kind.startswith("jpeg"):
+        image.save(buf, "JPEG", quality=int(kind[4:]))
+    elif kind == "webp":
+        image.save(buf, "WEBP", quality=80)
+    elif kind == "gray":
+        image.convert("L").save(buf, "PNG")
+    else:
+        raise ValueError(f"unknown encoding {kind!r}")
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+ENCODINGS = ("png", "jpeg95", "jpeg75", "jpeg50", "webp", "gray")
+
+
+def degraded_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One seeded degraded copy of a face chip, through real codecs: JPEG at quality 30-90, and
+    with probability 1/2 each grayscale, a 2-4x downscale and back, or a Gaussian blur."""
+    from PIL import ImageFilter
+
+    w, h = image.size
+    if rng.random() < 0.5:
+        image = image.convert("L").convert("RGB")
+    if rng.random() < 0.5:
+        f = rng.uniform(2, 4)
+        image = image.resize((max(8, round(w / f)), max(8, round(h / f))), Image.BILINEAR).resize((w, h), Image.BILINEAR)
+    if rng.random() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.0)))
+    return encode(image, f"jpeg{int(rng.integers(30, 91))}")
