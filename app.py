@@ -1,5 +1,6 @@
-"""dldl demo: every face in a photo with its age and head-pose *distributions*; objects in a photo;
-a class distribution for every pixel of a street scene.
+"""dldl demo: every face in a photo with its age and head-pose *distributions*; faces tracked through
+a video clip or a live webcam, their evidence fused over time; objects in a photo; a class
+distribution for every pixel of a street scene.
 
 Run ``python app.py`` (http://127.0.0.1:7860); the same file runs as a Hugging Face Space.
 The app only calls ``dldl_core`` and formats what comes back.
@@ -24,11 +25,23 @@ import gradio as gr
 from PIL import Image
 
 from dldl_core.checkpoint import WeightsError, read_card
+from dldl_core.clip import ClipAnalyzer, clip_labels
 from dldl_core.examples import example_photos, scene_photos
 from dldl_core.images import MAX_PIXELS, ImageReadError, fit_within, load_image
 from dldl_core.paths import shipped_weights
-from dldl_core.plots import age_chart, annotate_faces, class_chart, pose_chart, seg_overlay, uncertainty_image
+from dldl_core.plots import (
+    age_chart,
+    age_label,
+    age_track_chart,
+    annotate_faces,
+    class_chart,
+    pose_chart,
+    pose_label,
+    seg_overlay,
+    uncertainty_image,
+)
 from dldl_core.predict import AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from dldl_core.video import VideoReadError, VideoWriter, read_video
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:
@@ -46,6 +59,8 @@ _limit_malloc_arenas()
 MAX_CHARTS = 6
 MAX_SIDE = 1600  # pictures the app returns are at most this many pixels wide or high
 KEEP_OUTPUTS_S = 600  # result files are removed this long after they were last written
+MAX_VIDEO_S = 30  # seconds of a clip analysed (the rest is left out, and the status says so)
+VIDEO_MAX_SIDE = 960  # clip frames are scaled down to this for analysis and the annotated clip
 _models: dict[str, object] = {}
 _lock = threading.Lock()
 _device = "auto"
@@ -159,6 +174,76 @@ def analyze_faces(path: str | None):
     return annotated, age_chart(faces, MAX_CHARTS, AGE_LEVEL), poses, rows, out, status
 
 
+def _clip_analyzer(every: int = 1) -> ClipAnalyzer:
+    try:
+        faces = pipeline()
+    except WeightsError as exc:
+        raise gr.Error(str(exc)) from exc
+    return ClipAnalyzer(faces.models.get("age"), faces.models.get("pose"), faces.detector, every=every)
+
+
+def analyze_video(path: str | None, every: int = 1, progress=gr.Progress()):  # noqa: B008 - Gradio's progress idiom
+    """Clip -> (annotated clip, age-over-time chart, JSON file, status line)."""
+    if not path:
+        raise gr.Error("Upload a video clip first.")
+    try:
+        info, frames = read_video(path)
+    except VideoReadError as exc:
+        raise gr.Error(f"Could not read that file: {str(exc).split(': ', 1)[-1]}") from exc
+    analyzer = _clip_analyzer(int(every))
+    limit = max(1, round(MAX_VIDEO_S * info.fps))
+    rows, truncated = [], False
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "faces.mp4"
+        writer = None
+        try:
+            for frame in progress.tqdm(frames, total=min(info.frames, limit) or None, desc="frames", unit="frame"):
+                if frame.index >= limit:
+                    truncated = True
+                    break
+                image = fit_within(frame.image, VIDEO_MAX_SIDE)
+                writer = writer or VideoWriter(clip, info.fps, image.size)
+                row = analyzer.frame(image)
+                rows.append({**row, "time": round(frame.time, 3)})
+                writer.write(annotate_faces(image, clip_labels(row)))
+        except VideoReadError as exc:
+            raise gr.Error(f"Could not read that file: {str(exc).split(': ', 1)[-1]}") from exc
+        finally:
+            if writer:
+                writer.close()
+        annotated = _outputs.write("faces.mp4", clip.read_bytes())
+    tracks = analyzer.tracks()
+    out = _outputs.json("video.json", {"path": Path(path).name, "fps": info.fps, "frames": rows, "tracks": tracks})
+    status = f"{len(rows)} frames ({len(rows) / info.fps:.1f} s), {len(tracks)} face track{'s' * (len(tracks) != 1)}."
+    if truncated:
+        status += f" Only the first {MAX_VIDEO_S} s were analysed."
+    for t in tracks:
+        if "age" in t:
+            status += f" #{t['track']}: {age_label(t['age'])} from {t['age']['frames']} frames."
+    return annotated, age_track_chart(rows, tracks, info.fps, MAX_CHARTS, AGE_LEVEL), out, status
+
+
+def webcam_frame(frame: Image.Image | None, analyzer: ClipAnalyzer | None):
+    """One live webcam frame -> (annotated frame, per-track text, the session's analyzer).
+
+    Each browser session keeps its own analyzer in a ``gr.State``, so its tracks fuse only its frames.
+    """
+    if frame is None:
+        return None, "", analyzer
+    analyzer = analyzer or _clip_analyzer()
+    image = fit_within(frame.convert("RGB"), VIDEO_MAX_SIDE)
+    row = analyzer.frame(image)
+    lines = []
+    for face in row["faces"]:
+        line = f"**#{face['track']}**"
+        if "age_fused" in face:
+            line += f" {age_label(face['age_fused'])} from {face['age_fused']['frames']} frames"
+        if "pose_filtered" in face:
+            line += f"; {pose_label(face['pose_filtered'])}"
+        lines.append(line)
+    return annotate_faces(image, clip_labels(row)), "  \n".join(lines) or "No face in view.", analyzer
+
+
 def analyze_objects(path: str | None):
     """Photo -> (class score chart, the objects named, JSON file)."""
     image = _read(path)
@@ -258,6 +343,32 @@ def build() -> gr.Blocks:
             outputs = [annotated, chart, poses, table, download, status]
             run.click(analyze_faces, photo, outputs, api_name="analyze_faces")
             photo.upload(analyze_faces, photo, outputs, api_name=False)
+            with gr.Accordion("Live webcam: faces tracked, age fused over the frames, pose filtered", open=False):
+                with gr.Row():
+                    live = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam")
+                    with gr.Column():
+                        live_view = gr.Image(label="Tracked faces", elem_id="live-view")
+                        live_text = gr.Markdown()
+                session = gr.State()
+                live.stream(webcam_frame, [live, session], [live_view, live_text, session], stream_every=0.25, time_limit=120, concurrency_limit=4)
+        with gr.Tab("Video"):
+            gr.Markdown(
+                "Every face tracked through a clip. A person's age is the same in every frame, so each frame's age "
+                "distribution is pooled into one that narrows as evidence accumulates (frames of one clip are not "
+                "independent, so it narrows only so far); head pose is filtered from frame to frame. "
+                f"The first {MAX_VIDEO_S} s of a clip are analysed."
+            )
+            with gr.Row():
+                with gr.Column(scale=1):
+                    clip = gr.Video(label="Video clip", sources=["upload"], elem_id="video-input")
+                    every = gr.Slider(1, 5, value=2, step=1, label="Detect faces every N frames (faster when larger)")
+                    clip_run = gr.Button("Analyze", variant="primary")
+                with gr.Column(scale=2):
+                    clip_status = gr.Markdown()
+                    clip_out = gr.Video(label="Tracked faces", elem_id="video-annotated")
+                    clip_chart = gr.Plot(label="Age over time: each frame vs fused", elem_id="video-chart")
+                    clip_download = gr.File(label="Full result (JSON)")
+            clip_run.click(analyze_video, [clip, every], [clip_out, clip_chart, clip_download, clip_status], api_name="analyze_video")
         if (shipped_weights("multilabel")).exists():
             with gr.Tab("Objects"):
                 gr.Markdown(

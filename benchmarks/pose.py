@@ -21,14 +21,7 @@ from dldl_core.data import read_pose
 from dldl_core.faces import FaceDetector
 from dldl_core.paths import shipped_weights
 from dldl_core.predict import PosePredictor
-
-
-def iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+from dldl_core.tracking import box_iou
 
 
 def errors(out: list[dict], true: np.ndarray) -> np.ndarray:
@@ -75,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         found, det_out = [], []
         for i, (im, r) in enumerate(zip(images, rows)):
             faces = detector.detect(im)
-            best = max(faces, key=lambda f: iou(f.box, list(r.box)), default=None)
-            if best is not None and iou(best.box, list(r.box)) >= 0.3:
+            best = max(faces, key=lambda f: box_iou(f.box, list(r.box)), default=None)
+            if best is not None and box_iou(best.box, list(r.box)) >= 0.3:
                 found.append(i)
                 det_out.append(pose.crop(im, best))
         det_pred = pose.predict_crops(det_out)

@@ -1,4 +1,4 @@
-"""Batch command line: ``python -m dldl_core predict {age,pose,faces,multilabel,seg} INPUT... [--out FILE.jsonl]``
+"""Batch command line: ``python -m dldl_core predict {age,pose,faces,multilabel,seg,video} INPUT... [--out FILE.jsonl]``
 and ``python -m dldl_core export onnx TASK`` (see ``dldl_core.export``); ``dldl`` after ``pip install -e .``.
 Each task has its own options (``python -m dldl_core predict seg --help``).
 
@@ -6,9 +6,14 @@ One JSON line per input image: its faces, each with the readouts of the task's
 model (``faces``: age and pose from one detection pass), for ``multilabel``
 the class scores and the classes named present, for ``seg`` the share of the
 image each class covers (and, with ``--out-dir``, the class map written as
-DIR/<stem>.png, one 8-bit class index per pixel at the input's size). An unreadable
-input gets an ``"error"`` field instead of stopping the run; the exit code is
-0 only when every input was read.
+DIR/<stem>.png, one 8-bit class index per pixel at the input's size). ``video``
+writes one line per frame (each face with its track id, the frame's own age
+and pose readouts and the track's fused ones) and then one line per track
+(the fused age distribution, frames seen); ``--annotated`` also writes the
+clip with every face boxed and labelled. An unreadable input gets an
+``"error"`` field instead of stopping the run; the exit code is 0 only when
+every input was read. A progress bar runs on standard error when it is a
+terminal (not with ``--quiet``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,16 @@ from typing import Any
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from .checkpoint import WeightsError
+from .clip import ClipAnalyzer, clip_labels
+from .faces import FaceDetector
 from .images import ImageReadError, list_images, load_image
 from .paths import shipped_weights
+from .plots import annotate_faces
 from .predict import AgePredictor, CropModel, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from .video import VideoReadError, VideoWriter, read_video
 
 TASKS = {
     "age": "age distributions of the faces found (or of face crops, with --crops)",
@@ -37,8 +47,9 @@ TASKS = {
     "faces": "age and head pose of every face found, from one detection pass",
     "multilabel": "which of the 20 VOC classes are in each whole image",
     "seg": "a CamVid class distribution for every pixel",
+    "video": "faces tracked through video clips, age fused and pose filtered per track",
 }
-FACE_MODELS = {"age": ("age",), "pose": ("pose",), "faces": ("age", "pose")}
+FACE_MODELS = {"age": ("age",), "pose": ("pose",), "faces": ("age", "pose"), "video": ("age", "pose")}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,16 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="predict distributions for images, one JSON line each")
     tasks = pred.add_subparsers(dest="task", required=True, metavar="TASK", help=", ".join(TASKS))
     for task, what in TASKS.items():
-        t = tasks.add_parser(task, help=what, description=f"{what}; one JSON line per input image")
-        t.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
+        per = "one JSON line per frame and one per track" if task == "video" else "one JSON line per input image"
+        t = tasks.add_parser(task, help=what, description=f"{what}; {per}")
+        if task == "video":
+            t.add_argument("inputs", nargs="+", help="video files (mp4, webm, avi, mov, mkv, ...)")
+        else:
+            t.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
         t.add_argument("--out", help="write JSON lines here instead of standard output (replaced only when the run ends)")
         t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
         t.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                        help="onnx: run the models through their ONNX export in onnxruntime (CPU; exported on first use and cached)")
         t.add_argument("--batch-size", type=int, default=64, help="images per batch (face crops, whole images)")
-        # One --weights per model; faces has two models, so its flags carry the model's name.
+        t.add_argument("--quiet", action="store_true", help="no progress bar")
+        # One --weights per model; faces and video have two models, so their flags carry the model's name.
         for model in FACE_MODELS.get(task, (task,)):
-            flags = [f"--{model}-weights"] + (["--weights"] if task != "faces" else [])
+            flags = [f"--{model}-weights"] + (["--weights"] if len(FACE_MODELS.get(task, (task,))) == 1 else [])
             t.add_argument(*flags, dest=f"{model}_weights", default=str(shipped_weights(model)),
                            help=f"{model} weights (safetensors with its .json card beside)")
         if task in ("age", "pose"):
@@ -64,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         if task == "seg":
             t.add_argument("--out-dir", help="write each class map here as <stem>.png (8-bit class index per pixel)")
             t.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.png (entropy / ln C, 0-255); needs --out-dir")
+        if task == "video":
+            t.add_argument("--annotated", help="write the clip with every face boxed and labelled here (.mp4; one input only)")
+            t.add_argument("--every", type=int, default=1, help="detect faces every N frames, reading the last ones in between")
     exp = sub.add_parser("export", help="export a model for other runtimes (its card is written beside it)")
     exp.add_argument("format", choices=["onnx"])
     exp.add_argument("task", choices=["age", "pose", "multilabel", "seg"])
@@ -72,11 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _results(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+def _results(args: argparse.Namespace, progress: tqdm) -> Iterator[dict[str, Any]]:
+    if args.task == "video":
+        yield from _videos(args, progress)
+        return
     skipped: Counter = Counter()
     paths = list_images(args.inputs, skipped)
     for reason, n in skipped.items():
         print(f"note: skipped {n} {reason} in the folders given", file=sys.stderr)
+    progress.reset(total=len(paths))
     if args.task == "seg":
         yield from _segment(paths, args)
         return
@@ -102,6 +125,38 @@ def _results(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
 
 Chunk = list[tuple[dict[str, Any], Image.Image | None]]
+
+
+def _videos(args: argparse.Namespace, progress: tqdm) -> Iterator[dict[str, Any]]:
+    """Frame rows then track rows of each clip; a clip that cannot be read gets one error line."""
+    age = AgePredictor(args.age_weights, args.device, args.backend)
+    pose = PosePredictor(args.pose_weights, args.device, args.backend)
+    detector = FaceDetector(device=age.device)
+    for path in args.inputs:
+        try:
+            info, frames = read_video(path)
+        except VideoReadError as exc:
+            yield {"path": str(path), "error": str(exc)}
+            continue
+        progress.reset(total=info.frames or None)
+        progress.set_description(Path(path).name)
+        clip = ClipAnalyzer(age, pose, detector, every=args.every)
+        writer = VideoWriter(args.annotated, info.fps, (info.width, info.height)) if args.annotated else None
+        try:
+            for frame in frames:
+                row = clip.frame(frame.image)
+                if writer:
+                    writer.write(annotate_faces(frame.image, clip_labels(row)))
+                yield {"path": str(path), "frame": row["frame"], "time": round(frame.time, 3), **row}
+                progress.update()
+        except VideoReadError as exc:
+            yield {"path": str(path), "error": str(exc)}
+            continue
+        finally:
+            if writer:
+                writer.close()
+        for track in clip.tracks():
+            yield {"path": str(path), **track}
 
 
 def _isolated(chunk: Chunk, run: Callable[[Chunk], list[dict[str, Any]]], shape: Callable[[dict], dict]) -> Iterator[dict[str, Any]]:
@@ -216,6 +271,18 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--uncertainty writes images: give --out-dir too")
     if args.backend == "onnx" and args.device not in ("auto", "cpu"):
         parser.error("--backend onnx runs on the CPU: leave --device auto or cpu")
+    if args.task == "video" and args.every < 1:
+        parser.error(f"--every must be at least 1, not {args.every}")
+    if getattr(args, "annotated", None) and len(args.inputs) > 1:
+        parser.error("--annotated writes one clip: give one input video")
+    if getattr(args, "annotated", None):
+        annotated = Path(args.annotated)
+        if not annotated.resolve().parent.is_dir():
+            parser.error(f"--annotated {annotated}: the folder {annotated.resolve().parent} does not exist")
+        if annotated.is_dir():
+            parser.error(f"--annotated {annotated} is a folder; give a file name (.mp4)")
+        if annotated.exists() and any(Path(p).exists() and Path(p).samefile(annotated) for p in args.inputs):
+            parser.error(f"--annotated {annotated} is the input; it would be overwritten")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
     try:
@@ -241,18 +308,25 @@ def _write(args: argparse.Namespace) -> int:
     it only at the end (an interrupted run leaves the previous file as it was)."""
     out = open(tmp := Path(args.out).with_name(f".{Path(args.out).name}.{os.getpid()}.tmp"), "w") if args.out else sys.stdout  # noqa: SIM115
     failed = total = 0
+    what = "clips" if args.task == "video" else "images"
+    quiet = args.quiet or not sys.stderr.isatty()
+    progress = tqdm(disable=quiet, file=sys.stderr, unit="frame" if args.task == "video" else "image", leave=False)
     try:
-        for row in _results(args):
-            total += 1
+        for row in _results(args, progress):
+            # one input per row, except a video's: its frame 0 stands for the clip, its later frames and tracks for nothing
+            total += "error" in row or (row.get("frame", 0) == 0 and "track" not in row)
             failed += "error" in row
             if "error" in row:
-                print(f"error: {row['error']}", file=sys.stderr)
+                progress.write(f"error: {row['error']}", file=sys.stderr)
             out.write(json.dumps(row, allow_nan=False) + "\n")
             out.flush()
+            if args.task != "video":
+                progress.update()
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
+        progress.close()
         if args.out:
             out.close()
             if total:
@@ -260,7 +334,7 @@ def _write(args: argparse.Namespace) -> int:
             else:
                 tmp.unlink()
     if total == 0:
-        print("error: no input images found", file=sys.stderr)
+        print(f"error: no input {what} found", file=sys.stderr)
         return 1
-    print(f"{total - failed} of {total} images read", file=sys.stderr)
+    print(f"{total - failed} of {total} {what} read", file=sys.stderr)
     return 1 if failed else 0

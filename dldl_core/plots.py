@@ -26,19 +26,21 @@ def age_label(age: dict[str, Any]) -> str:
 
 def annotate_faces(image: Image.Image, faces: list[dict[str, Any]], max_side: int = 1600) -> Image.Image:
     """A copy of ``image`` (at most ``max_side`` pixels wide or high) with every face boxed,
-    numbered and labelled with its age, and its head axes drawn from the nose when its pose is known."""
+    numbered (by its ``track`` when it has one) and labelled with its age, and its head axes drawn
+    from the nose when its pose is known."""
     out = fit_within(image, max_side).copy()
     scale = out.width / image.width
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(out.size) / 45)))
     for i, face in enumerate(faces):
-        colour = PALETTE[i % len(PALETTE)]
+        number = face.get("track", i + 1)
+        colour = PALETTE[(number - 1) % len(PALETTE)]
         x0, y0, x1, y1 = (v * scale for v in face["box"])
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         if "pose" in face:
             draw_head_axes(draw, face, scale, width)
-        text = f"#{i + 1}" + (f" {age_label(face['age'])}" if "age" in face else "")
+        text = f"#{number}" + (f" {age_label(face['age'])}" if "age" in face else "")
         l, t, r, b = draw.textbbox((0, 0), text, font=font)
         ty = y0 - (b - t) - 2 * width if y0 - (b - t) - 2 * width >= 0 else y1 + width
         draw.rectangle((x0, ty, x0 + (r - l) + 2 * width, ty + (b - t) + 2 * width), fill=colour)
@@ -124,6 +126,29 @@ def age_chart(faces: list[dict[str, Any]], max_faces: int = 6, level: float = 0.
         ax.set_ylabel("probability")
         ax.set_xlim(max(0, lo - 20), min(len(probs) - 1, hi + 20))
         ax.legend(fontsize=7, loc="upper right", frameon=False)
+    return fig
+
+
+def age_track_chart(rows: list[dict[str, Any]], tracks: list[dict[str, Any]], fps: float, max_tracks: int = 6, level: float = 0.8) -> Figure:
+    """One panel per track (at most ``max_tracks``) of a clip's frame rows (``clip.ClipAnalyzer``):
+    each frame's own expected age and interval (light) against the fused ones (dark) over time, so
+    the interval can be seen narrowing as evidence accumulates."""
+    shown = [t for t in tracks if "age" in t][:max_tracks]
+    fig, axes = _panels(len(shown), 4.2, 3.2)
+    for track, ax in zip(shown, axes):
+        colour = PALETTE[(track["track"] - 1) % len(PALETTE)]
+        faces = [(row["frame"] / fps, face) for row in rows for face in row["faces"] if face["track"] == track["track"]]
+        t = np.array([s for s, _ in faces])
+        raw = np.array([[f["age"]["mean"], *f["age"]["interval"]] for _, f in faces])
+        fused = np.array([[f["age_fused"]["mean"], *f["age_fused"]["interval"]] for _, f in faces])
+        ax.fill_between(t, raw[:, 1], raw[:, 2], step="mid", color=colour, alpha=0.12, label=f"each frame's {level:.0%} interval")
+        ax.plot(t, raw[:, 0], ".", color=colour, ms=3, alpha=0.6, label="each frame's expected age")
+        ax.fill_between(t, fused[:, 1], fused[:, 2], step="mid", color=colour, alpha=0.45, label="fused interval")
+        ax.plot(t, fused[:, 0], "-", color="black", lw=1.2, label="fused expected age")
+        ax.set_title(f"face #{track['track']}: {age_label(track['age'])} from {track['age']['frames']} frames", fontsize=10)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("age (years)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
     return fig
 
 

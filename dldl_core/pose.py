@@ -45,16 +45,52 @@ def summarize_pose(probs: dict[str, torch.Tensor], bins: torch.Tensor, step: flo
     ]
 
 
+def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Head rotations (N, 3, 3) of (N, 3) yaw, pitch, roll in degrees, in the data's convention.
+
+    R = Rx(pitch) Ry(yaw) Rz(roll), the order of AFLW2000-3D and 300W-LP (3DDFA's fitted
+    poses): roll turns the head about its own front axis first, so a rotation of the image
+    about the camera axis changes all three angles of a turned head, not only the roll.
+    Columns are the head's right, up and nose in camera space (x right, y up, z to the viewer).
+    """
+    y, p, r = torch.deg2rad(angles.double()).unbind(1)
+    one, zero = torch.ones_like(y), torch.zeros_like(y)
+
+    def mat(*rows: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.stack([torch.stack(row, -1) for row in rows], -2)
+
+    rx = mat((one, zero, zero), (zero, p.cos(), p.sin()), (zero, -p.sin(), p.cos()))
+    ry = mat((y.cos(), zero, -y.sin()), (zero, one, zero), (y.sin(), zero, y.cos()))
+    rz = mat((r.cos(), r.sin(), zero), (-r.sin(), r.cos(), zero), (zero, zero, one))
+    return (rx @ ry @ rz).to(angles.dtype)
+
+
+def euler_angles(rot: torch.Tensor) -> torch.Tensor:
+    """(N, 3) yaw, pitch, roll in degrees of rotations (N, 3, 3): the inverse of ``rotation_matrix``."""
+    r = rot.double()
+    yaw = torch.asin((-r[:, 0, 2]).clamp(-1, 1))
+    pitch = torch.atan2(r[:, 1, 2], r[:, 2, 2])
+    roll = torch.atan2(r[:, 0, 1], r[:, 0, 0])
+    return torch.rad2deg(torch.stack([yaw, pitch, roll], 1)).to(rot.dtype)
+
+
+def rotate_in_plane(angles: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """The (N, 3) yaw, pitch, roll of heads after their images turn ``degrees`` (N,) counter-clockwise
+    about the camera axis (as ``PIL.Image.rotate`` and ``transforms.random_affine`` turn them).
+
+    A counter-clockwise image turn is a clockwise-negative one in the data's roll convention, applied
+    in camera space: R' = Rz(-degrees) R.
+    """
+    zero = torch.zeros_like(degrees)
+    turn = rotation_matrix(torch.stack([zero, zero, -degrees], 1))
+    return euler_angles(turn @ rotation_matrix(angles))
+
+
 def head_axes(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Image-plane directions (x right, y down) of the head's own axes: rows right, up, nose.
 
-    Orthographic projection of the head rotation R = Rz(roll) Ry(yaw) Rx(pitch)
-    in the data's convention: yaw > 0 turns the nose to the image's left,
-    pitch > 0 raises it, roll > 0 turns the head clockwise in the image.
+    Orthographic projection of ``rotation_matrix``: yaw > 0 turns the nose to the image's
+    left, pitch > 0 raises it, roll > 0 turns the head clockwise in the image.
     """
-    y, p, r = np.radians([yaw, pitch, roll])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
-    ry = np.array([[np.cos(y), 0, -np.sin(y)], [0, 1, 0], [np.sin(y), 0, np.cos(y)]])
-    rz = np.array([[np.cos(r), np.sin(r), 0], [-np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    rot = rz @ ry @ rx  # columns: the head's right, up and nose in camera space (x right, y up, z to the viewer)
+    rot = rotation_matrix(torch.tensor([[yaw, pitch, roll]], dtype=torch.float64))[0].numpy()
     return np.stack([rot[0], -rot[1]], 1)  # (3 axes, 2): flip y for image coordinates

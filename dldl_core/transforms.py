@@ -38,15 +38,20 @@ def random_affine(
     max_rotate: float = 10.0,
     scale: tuple[float, float] = (0.9, 1.1),
     max_shift: float = 0.05,
+    degrees: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Random flip, rotation, scale and shift of a float batch (N, 3, H, W), one draw per image.
 
-    Done on whole batches with ``affine_grid`` so augmentation costs little
+    ``degrees`` (N,) gives each image's rotation instead of a random one, counter-clockwise as
+    ``PIL.Image.rotate`` turns it (pose labels must turn with their images). Done on whole batches with ``affine_grid`` so augmentation costs little
     next to the network, on CPU and GPU alike.
     """
     n = x.shape[0]
     dev = x.device
-    angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_rotate)
+    if degrees is None:
+        angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(max_rotate)
+    else:
+        angle = torch.deg2rad(degrees.to(dev, torch.float32))
     s = torch.empty(n, device=dev).uniform_(*scale)
     sign = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=dev)
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s

@@ -40,12 +40,18 @@ def age_predictor():
 
 
 @pytest.fixture(scope="session")
-def aflw2000():
-    """200 AFLW2000 rows spread over the set, or a skip when the data is absent."""
+def aflw2000(aflw2000_all):
+    """200 AFLW2000 rows spread over the set."""
+    rows = aflw2000_all
+    return rows[:: len(rows) // 200][:200]
+
+
+@pytest.fixture(scope="session")
+def aflw2000_all():
+    """All 1,969 AFLW2000 rows, or a skip when the data is absent."""
     if not (data_root() / "pose" / "aflw2000" / "labels.csv").is_file():
         pytest.skip(f"AFLW2000 not found under {data_root()} (set DLDL_DATA to the data folder)")
-    rows = read_pose("aflw2000")
-    return rows[:: len(rows) // 200][:200]
+    return read_pose("aflw2000")
 
 
 @pytest.fixture(scope="session")

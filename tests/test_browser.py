@@ -21,6 +21,20 @@ def _launch(p):
     )
 
 
+def _shown(page, image: str) -> None:
+    """Wait for the first ``image`` element and check that its picture loaded."""
+    shown = page.locator(image).first
+    shown.wait_for(timeout=30_000)
+    assert shown.evaluate("img => img.complete && img.naturalWidth") > 100
+
+
+def _screenshot(page, variable: str, default: Path) -> None:
+    """A full-page screenshot at $``variable`` (to look at) or ``default``; a blank page is small."""
+    shot = Path(os.environ.get(variable, default))
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+
+
 def test_upload_and_see_results(tmp_path, app_url):
     from playwright.sync_api import sync_playwright
 
@@ -30,16 +44,10 @@ def test_upload_and_see_results(tmp_path, app_url):
         page.goto(app_url, wait_until="load")
         page.locator("input[type=file]").first.set_input_files(str(example_photos()["astronaut"]))
         page.get_by_text("1 face found").wait_for(timeout=120_000)
-        annotated = page.locator("#annotated img").first
-        annotated.wait_for(timeout=30_000)
-        assert annotated.evaluate("img => img.complete && img.naturalWidth") > 100
+        _shown(page, "#annotated img")
         for plot in ("#age-chart img", "#pose-chart img"):
-            chart = page.locator(plot).first
-            chart.wait_for(timeout=30_000)
-            assert chart.evaluate("img => img.complete && img.naturalWidth") > 100
-        shot = Path(os.environ.get("DLDL_SCREENSHOT", tmp_path / "app.png"))
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 50_000
+            _shown(page, plot)
+        _screenshot(page, "DLDL_SCREENSHOT", tmp_path / "app.png")
         browser.close()
 
 
@@ -60,7 +68,29 @@ def test_street_scene_tab(tmp_path, app_url):
             shown.wait_for(timeout=30_000)
             assert shown.evaluate("img => img.complete && img.naturalWidth") == 640
         assert page.locator("#seg-legend").inner_text().count("%") == 11
-        shot = Path(os.environ.get("DLDL_SCREENSHOT_SCENE", tmp_path / "scene.png"))
-        page.screenshot(path=str(shot), full_page=True)
-        assert shot.stat().st_size > 50_000
+        _screenshot(page, "DLDL_SCREENSHOT_SCENE", tmp_path / "scene.png")
+        browser.close()
+
+
+def test_video_tab(tmp_path, app_url):
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_video import write_clip
+
+    clip = tmp_path / "two.mp4"
+    write_clip(clip, 2, frames=10)
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name="Video").click()
+        page.locator("#video-input input[type=file]").set_input_files(str(clip))
+        page.locator("#video-input video").wait_for(timeout=60_000)  # the upload is shown before it is analysed
+        page.get_by_role("button", name="Analyze").last.click()
+        page.get_by_text("2 face tracks").wait_for(timeout=180_000)
+        video = page.locator("#video-annotated video").first
+        video.wait_for(timeout=30_000)
+        page.wait_for_function("v => v.readyState >= 1 && v.videoWidth === 320", arg=video.element_handle(), timeout=30_000)
+        _shown(page, "#video-chart img")
+        _screenshot(page, "DLDL_SCREENSHOT_VIDEO", tmp_path / "video.png")
         browser.close()

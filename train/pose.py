@@ -15,6 +15,8 @@ AFLW's own angles are defined differently from AFLW2000's fitted 3-D poses.
   disagreement (label ambiguity, which is what DLDL models).
 - ``blend``: like ``teachers`` where they agree; where they disagree (large
   yaw) the centre moves to AFLW's own label, the spread still growing.
+- ``3ddfa``: the better teacher (3DDFA_V2 scores 3.92 on AFLW2000, FSA-Net
+  4.77) alone as the centre, the spread still growing with their disagreement.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from dldl_core.data import PoseRecord, Square, data_root, image_cache, read_pose
 from dldl_core.distributions import bin_grid, gaussian_1d, gaussian_2d
 from dldl_core.faces import FaceDetector, measure_box_framing
 from dldl_core.losses import expectation_l1, kl_from_logits
-from dldl_core.pose import pose_probs
+from dldl_core.pose import pose_probs, rotate_in_plane
 from dldl_core.readouts import expectation, joint_moments
 from dldl_core.transforms import batches, color_jitter, normalize, random_affine
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 ANGLES = ("yaw", "pitch", "roll")
+LABELS = ("raw", "teachers", "blend", "3ddfa")
 MIRROR = torch.tensor([-1.0, 1.0, -1.0])  # a mirror image negates yaw and roll, keeps pitch
 
 
@@ -51,12 +54,14 @@ class PoseConfig(TrainConfig):
     step: float = opt(3.0, "bin width in degrees")
     hidden: int = opt(256, "bottleneck of the joint yaw x pitch head (0 = one linear layer)")
     sigma: float = opt(3.0, "spread (degrees) of the label distribution where the label is certain")
-    labels: str = opt("blend", "what labels are centred on (see the module doc)", ("raw", "teachers", "blend"))
+    labels: str = opt("blend", "what labels are centred on (see the module doc)", LABELS)
     agree: float = opt(5.0, "teachers within this many degrees on an angle count as agreeing")
     disagree: float = opt(15.0, "blend: at this teacher disagreement (degrees) the centre is AFLW's own label")
     lam: float = opt(1.0, "weight of the expectation L1 term (0 = plain DLDL)")
     box_side: float = opt(1.6, "crop side in units of the face box size (mean of width and height)")
     augment: bool = opt(True, "random mirror (negating yaw and roll), scale, shift, brightness and contrast")
+    rotate: float = opt(45.0, "in-plane rotation range (degrees) of the augmentation; labels turn with the image")
+    rotate_p: float = opt(0.5, "share of training faces that are rotated in the image plane")
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
     framing_chips: int = opt(500, "training crops used to measure the crop framing relative to the detector")
 
@@ -75,18 +80,20 @@ def targets(labels: torch.Tensor, cfg: PoseConfig) -> tuple[torch.Tensor, torch.
     mean = (a + b) / 2
     if cfg.labels == "teachers":
         return mean, spread
+    if cfg.labels == "3ddfa":
+        return a, spread
     if cfg.labels == "blend":
         w = ((gap - cfg.agree) / max(cfg.disagree - cfg.agree, 1e-6)).clamp(0, 1)
         return (1 - w) * mean + w * raw, spread
-    raise ValueError(f"unknown labels {cfg.labels!r}; choose raw, teachers or blend")
+    raise ValueError(f"unknown labels {cfg.labels!r}; choose one of {', '.join(LABELS)}")
 
 
 class PoseTask(Task):
     name = "pose"
 
     def __init__(self, config: PoseConfig):
-        if config.labels not in ("raw", "teachers", "blend"):
-            raise ValueError(f"unknown labels {config.labels!r}; choose raw, teachers or blend")
+        if config.labels not in LABELS:
+            raise ValueError(f"unknown labels {config.labels!r}; choose one of {', '.join(LABELS)}")
         self.config = config
         self.bins = bin_grid(-config.max_angle, config.max_angle, config.step)
         self.framing: dict[str, Any] = {}
@@ -129,8 +136,22 @@ class PoseTask(Task):
         mirror = torch.rand(len(x), device=x.device) < 0.5
         x = torch.where(mirror[:, None, None, None], x.flip(3), x)
         sign = torch.where(mirror[:, None], MIRROR.to(x.device).repeat(3)[None, :], torch.ones(1, 9, device=x.device))
-        x = random_affine(x, flip=False, max_rotate=0.0)  # rotating would change the roll label
-        return color_jitter(x), labels * sign
+        labels = labels * sign
+        degrees, labels = self.rotation(labels)
+        return color_jitter(random_affine(x, flip=False, degrees=degrees)), labels
+
+    def rotation(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random in-plane turns (degrees, counter-clockwise) for a batch and its label rows turned with
+        them (every triplet: AFLW's and both teachers'); turns that would carry an angle off the
+        bins are not made."""
+        c = self.config
+        n = len(labels)
+        degrees = (torch.rand(n, device=labels.device) * 2 - 1) * c.rotate
+        degrees = degrees * (torch.rand(n, device=labels.device) < c.rotate_p)
+        turned = torch.cat([rotate_in_plane(t, degrees) for t in labels.split(3, 1)], 1)
+        limit = c.max_angle - c.step
+        ok = ~(turned.abs() > limit).any(1)  # NaN (no teacher) compares False: still turned
+        return torch.where(ok, degrees, 0.0), torch.where(ok[:, None], turned, labels)
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         centre, spread = targets(labels, self.config)
@@ -203,6 +224,7 @@ class PoseTask(Task):
                     "teachers": "mean of the 3DDFA_V2 and FSA-Net predictions in teachers.csv (distillation)",
                     "blend": "teachers' mean where they agree within `agree` degrees, moving linearly to AFLW's "
                     "own angle as their disagreement reaches `disagree` (distillation plus AFLW labels)",
+                    "3ddfa": "the 3DDFA_V2 predictions in teachers.csv (distillation from the better teacher)",
                 }[c.labels],
                 "label_spread": "sigma" if c.labels == "raw" else "sqrt(sigma^2 + (teacher disagreement / 2)^2) per angle",
                 "train": "aflw split == train",
