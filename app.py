@@ -252,7 +252,7 @@ def analyze_objects(path: str | None):
     except WeightsError as exc:
         raise gr.Error(str(exc)) from exc
     result = model.predict_images([image])[0]
-    named = ", ".join(result["labels"]) or "none of the 20 classes scores above the threshold"
+    named = ", ".join(result["labels"]) or f"none ({result.get('note', 'no class scores above the threshold')})"
     out = _outputs.json("objects.json", {"path": Path(path).name, **result})
     return class_chart(result, model.threshold), f"**Objects:** {named}", out
 

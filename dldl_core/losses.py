@@ -45,6 +45,15 @@ def dldl_loss(
     return loss
 
 
+def js_consistency(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the Jensen-Shannon divergence between softmax(a) and softmax(b)
+    (N, K): small when two views of the same input get the same distribution (AugMix's term)."""
+    la, lb = F.log_softmax(a.float(), dim=1), F.log_softmax(b.float(), dim=1)
+    log_m = torch.logsumexp(torch.stack([la, lb]), 0) - torch.log(torch.tensor(2.0, device=a.device))
+    kl = F.kl_div(log_m, la, log_target=True, reduction="batchmean") + F.kl_div(log_m, lb, log_target=True, reduction="batchmean")
+    return kl / 2
+
+
 def pixel_kl_from_logits(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted mean over pixels of KL(target || softmax(logits)), the distribution running over
     dim 1 of (N, C, H, W). ``weight`` (N, H, W) is 0 where a pixel takes no part (void)."""

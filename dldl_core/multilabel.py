@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+
+MIN_DETAIL_SIDE = 8  # pixels: a smaller image cannot show any of the classes
+MIN_DETAIL_STD = 2.0  # grey levels: a flatter image is one colour, with nothing in it
 
 
 def class_scores(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -27,3 +32,13 @@ def image_scores(model: nn.Module, batches: Iterable[torch.Tensor], activation: 
 def name_present(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """(N, C) booleans: the classes whose score reaches ``threshold``."""
     return scores >= threshold
+
+
+def has_detail(image: Image.Image) -> bool:
+    """Whether ``image`` can show an object at all: at least ``MIN_DETAIL_SIDE`` pixels a side and
+    more than one colour. The class distribution always sums to one, so on a blank image it would
+    still name classes; such images are answered "none" before the model is asked."""
+    if min(image.size) < MIN_DETAIL_SIDE:
+        return False
+    grey = np.asarray(image.convert("L").resize((64, 64)) if max(image.size) > 64 else image.convert("L"), np.float32)
+    return float(grey.std()) >= MIN_DETAIL_STD

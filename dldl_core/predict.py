@@ -25,7 +25,7 @@ from .export import OnnxModel, cached_export
 from .faces import Face, FaceDetector
 from .images import resize_square
 from .models import fold_batchnorm
-from .multilabel import image_scores, name_present
+from .multilabel import has_detail, image_scores, name_present
 from .paths import resolve_device, shipped_weights
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
@@ -187,12 +187,16 @@ class MultiLabelPredictor(CropModel):
         s = self.scores(images)
         named = name_present(s, self.threshold)
         out = []
-        for row, keep in zip(s, named):
+        for image, row, keep in zip(images, s, named):
             order = torch.argsort(row, descending=True).tolist()
-            out.append({
+            result = {
                 "scores": {c: round(float(v), 4) for c, v in zip(self.classes, row)},
                 "labels": [self.classes[i] for i in order if keep[i]],
-            })  # fmt: skip
+            }
+            if not has_detail(image):
+                result["labels"] = []
+                result["note"] = "the image has no detail (one colour, or under 8 pixels a side): no class is named"
+            out.append(result)
         return out
 
 

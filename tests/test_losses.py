@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -45,3 +46,30 @@ def test_expectation_term():
     target = gaussian_1d(torch.tensor([7.0]), bins, 1.0)
     plain = dldl_loss(logits, target, bins, torch.tensor([7.0]), lam=0.0)
     assert float(dldl_loss(logits, target, bins, torch.tensor([7.0]), lam=2.0) - plain) == pytest.approx(6.0, abs=1e-3)
+
+
+def test_js_consistency_is_zero_for_equal_views_and_matches_its_definition():
+    from dldl_core.losses import js_consistency
+
+    a, b = torch.randn(5, 12), torch.randn(5, 12)
+    assert float(js_consistency(a, a)) == pytest.approx(0.0, abs=1e-6)
+    p, q = torch.softmax(a, 1), torch.softmax(b, 1)
+    m = (p + q) / 2
+    expected = 0.5 * ((p * (p / m).log()).sum(1) + (q * (q / m).log()).sum(1)).mean()
+    assert float(js_consistency(a, b)) == pytest.approx(float(expected), rel=1e-4)
+    assert float(js_consistency(a, b)) <= np.log(2) + 1e-6
+
+
+def test_age_consistency_pairs_two_views_of_the_same_faces():
+    from train.age import AgeConfig, AgeTask
+
+    task = AgeTask(AgeConfig(consistency=1.0, degrade=1.0))
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8)
+    labels = torch.arange(8, dtype=torch.float32) * 10
+    torch.manual_seed(0)
+    x, y = task.train_batch(images, labels)
+    assert x.shape[0] == 8 and torch.equal(y, torch.cat([labels[:4], labels[:4]]))
+    assert not torch.allclose(x[:4], x[4:])  # the same faces, differently degraded
+    outputs = {"age": torch.randn(8, 101, requires_grad=True)}
+    plain = AgeTask(AgeConfig(consistency=0.0)).loss(outputs, y)
+    assert float(task.loss(outputs, y)) > float(plain)

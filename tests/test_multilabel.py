@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -115,3 +116,27 @@ def test_cross_validation_folds_split_train_and_never_read_val():
         seen.append(held_out)
     assert set().union(*seen) == train and sum(map(len, seen)) == len(train)  # each row held out once
 
+
+
+def test_blank_and_tiny_images_name_no_class(tmp_path):
+    """The class distribution sums to one whatever the image: a blank or a 1x1 image must still get
+    no class (through the command line, the way a user meets it)."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from dldl_core.multilabel import has_detail
+
+    blank, dot, photo = tmp_path / "black.png", tmp_path / "dot.png", tmp_path / "noise.png"
+    Image.new("RGB", (300, 200), (0, 0, 0)).save(blank)
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(dot)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photo)
+    assert not has_detail(Image.open(blank)) and not has_detail(Image.open(dot)) and has_detail(Image.open(photo))
+    run = subprocess.run([sys.executable, "-m", "dldl_core", "predict", "multilabel", str(blank), str(dot), "--quiet"],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["labels"] for r in rows] == [[], []] and all("no detail" in r["note"] for r in rows)
+    assert all(len(r["scores"]) == 20 for r in rows)

@@ -23,7 +23,7 @@ from dldl_core.data import data_root, decode_resized, image_cache, read_utkface
 from dldl_core.degrade import degraded_copy, random_degrade
 from dldl_core.distributions import bin_grid, gaussian_1d
 from dldl_core.faces import FaceDetector, measure_template
-from dldl_core.losses import dldl_loss
+from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation
 from dldl_core.transforms import batches, color_jitter, normalize, random_affine
@@ -46,6 +46,8 @@ class AgeConfig(TrainConfig):
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast while training")
     degrade: float = opt(1.0, "strength of random photo degradations while training (JPEG, low resolution, blur, noise, "
                          "grayscale, white balance, gamma; dldl_core.degrade); 0 = none")
+    consistency: float = opt(0.0, "weight of a Jensen-Shannon term between two differently degraded views of each face "
+                             "(half the batch's faces, two views each); 0 = off")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
@@ -84,17 +86,26 @@ class AgeTask(Task):
         self.template = extra["template"]
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``consistency`` the first half of the batch comes back twice, as two views that share
+        their geometry and differ in their degradations (the loss pairs the halves)."""
         c = self.config
         if not c.augment:
             return normalize(images), labels
         x = random_affine(images.permute(0, 3, 1, 2).float().div_(255))
+        if c.consistency > 0:
+            half = len(x) // 2
+            x, labels = torch.cat([x[:half], x[:half]]), torch.cat([labels[:half], labels[:half]])
         if c.degrade > 0:
             x = random_degrade(x, c.degrade)
         return color_jitter(normalize(x.mul_(255))), labels
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         target = gaussian_1d(labels, self.bins, self.config.sigma + self.config.sigma_slope * labels.clamp(min=0))
-        return dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam)
+        loss = dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam)
+        if self.config.consistency > 0:
+            first, second = outputs["age"].chunk(2)
+            loss = loss + self.config.consistency * js_consistency(first, second)
+        return loss
 
     @torch.inference_mode()
     def logits(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
