@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .crops import box_centre_size
 from .images import fit_within
@@ -30,13 +30,40 @@ class Face:
 
 
 class FaceDetector:
-    """MTCNN with its weights from the facenet-pytorch wheel; finds every face and its landmarks."""
+    """MTCNN with its weights from the facenet-pytorch wheel; finds every face and its landmarks.
 
-    def __init__(self, device: str | torch.device = "cpu", min_face_size: int = 20, threshold: float = 0.9):
+    A face is kept when its final score reaches ``threshold``, or ``large_threshold`` when its box
+    is at least ``large_side`` pixels (mean of width and height, at detection scale): MTCNN scores
+    turned heads lower than frontal ones, while its false detections on face-free photos are
+    nearly all small, so large faces can be trusted at a lower score. ``pad`` (a fraction of the
+    longer side) surrounds the image with grey first, so a face at the border is seen whole.
+
+    The defaults were chosen on data outside every test split (``benchmarks/pose.py`` reports
+    the test figures): on AFLW's validation faces they find 93.6% against stock MTCNN's 91.5%
+    (score 0.9), with no more false faces on CamVid's train and val frames and the COCO-tiny
+    photos without people (7 and 7). Stock MTCNN is ``stage_thresholds=(0.6, 0.7, 0.7),
+    threshold=0.9, large_threshold=None, pad=0``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        min_face_size: int = 20,
+        threshold: float = 0.95,
+        large_threshold: float | None = 0.8,
+        large_side: float = 60.0,
+        stage_thresholds: tuple[float, float, float] = (0.5, 0.6, 0.6),
+        factor: float = 0.709,
+        pad: float = 0.08,
+    ):
         from facenet_pytorch import MTCNN
 
-        self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size, post_process=False)
+        self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size, post_process=False,
+                           thresholds=list(stage_thresholds), factor=factor)
         self.threshold = threshold
+        self.large_threshold = threshold if large_threshold is None else large_threshold
+        self.large_side = large_side
+        self.pad = pad
 
     def detect(self, image: Image.Image) -> list[Face]:
         """Faces sorted left to right; boxes and landmarks in ``image``'s own pixels."""
@@ -44,15 +71,17 @@ class FaceDetector:
         scale = small.width / image.width
         if min(small.size) < 12:
             return []
+        p = round(self.pad * max(small.size))
+        canvas = ImageOps.expand(small, p, fill=(128, 128, 128)) if p else small
         with torch.inference_mode():
-            boxes, probs, points = self.mtcnn.detect(small, landmarks=True)
+            boxes, probs, points = self.mtcnn.detect(canvas, landmarks=True)
         if boxes is None:
             return []
-        faces = [
-            Face((b / scale).tolist(), float(p), (pt / scale).tolist())
-            for b, p, pt in zip(boxes, probs, points)
-            if p >= self.threshold
-        ]
+        faces = []
+        for b, prob, pt in zip(boxes, probs, points):
+            side = ((b[2] - b[0]) + (b[3] - b[1])) / 2
+            if prob >= (self.large_threshold if side >= self.large_side else self.threshold):
+                faces.append(Face(((b - p) / scale).tolist(), float(prob), ((pt - p) / scale).tolist()))
         return sorted(faces, key=lambda f: f.box[0])
 
 

@@ -64,3 +64,24 @@ def test_detect_and_align_matches_the_chip_itself(utkface_test, age_predictor, d
         via_detection.append(faces[0]["age"]["mean"])
     diff = np.abs(np.array(direct) - np.array(via_detection))
     assert diff.mean() < 2.0, diff
+
+
+def test_large_faces_pass_at_a_lower_score_and_padding_maps_back(detector, monkeypatch):
+    """The final filter: small boxes need ``threshold``, boxes of ``large_side`` pixels or more only
+    ``large_threshold`` (MTCNN scores turned heads low; its false faces are small); boxes found on the
+    padded canvas come back in the image's own pixels."""
+    image = Image.new("RGB", (400, 300))
+    pad = round(detector.pad * 400)
+    boxes = np.array([[10, 10, 40, 40], [100, 100, 200, 200], [250, 50, 270, 70]], float) + pad
+    probs = np.array([0.93, 0.85, 0.97])
+    points = np.zeros((3, 5, 2)) + pad
+
+    def fake_detect(canvas, landmarks=True):
+        assert canvas.size == (400 + 2 * pad, 300 + 2 * pad)
+        return boxes, probs, points
+
+    monkeypatch.setattr(detector.mtcnn, "detect", fake_detect)
+    faces = detector.detect(image)
+    # the 30-px face at 0.93 is dropped, the 100-px face at 0.85 and the 20-px face at 0.97 are kept
+    assert [f.box for f in faces] == [[100.0, 100.0, 200.0, 200.0], [250.0, 50.0, 270.0, 70.0]]
+    assert faces[0].landmarks[0] == [0.0, 0.0]
