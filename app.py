@@ -327,6 +327,8 @@ def build() -> gr.Blocks:
             "The age model learned from UTKFace's face chips, with JPEG, blur, low resolution, noise and lighting "
             "simulated in training so that image quality is not read as age; on photos unlike those faces it errs more "
             "(older people tend to be read too young), so read the range, not just the number. "
+            "**Video:** faces tracked through a clip (or live from a webcam, under the Faces tab), each person's "
+            "age evidence pooled over the frames and head pose filtered. "
             "**Objects:** a distribution over 20 object classes. **Street scene:** a class distribution for "
             "every pixel, and where the model is unsure."
         )

@@ -44,7 +44,7 @@ from dldl_core.readouts import credible_interval, expectation, joint_moments
 from dldl_core.video import VideoWriter, read_video
 
 SIZE = (640, 480)
-CORRELATIONS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+CORRELATIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0)
 MOTIONS = (0.5, 1.0, 2.0, 3.0, 5.0)
 
 
@@ -205,7 +205,7 @@ def speed(data: str | None) -> None:
         with VideoWriter(clip, 30, SIZE) as w:
             for frame, _, _ in camera(chip, rng, 60, 220):
                 w.write(frame)
-        print(f"\n## Speed: a 60-frame 640x480 one-face clip, decode + detect + age + pose + fusion ({machine()})\n")
+        print(f"\n## Speed: a 60-frame 640x480 one-face clip, decode + detect + age + pose + fusion ({machine('cpu')})\n")
         print("| backend | detection | frames per second | ms per frame |")
         print("|---|---|---|---|")
         detector = FaceDetector()

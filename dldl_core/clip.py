@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .faces import Face, FaceDetector
-from .fusion import AgeEvidence, PoseFilter
+from .fusion import FRAME_CORRELATION, AgeEvidence, PoseFilter
 from .pose import summarize_pose
 from .predict import AgePredictor, PosePredictor
 from .readouts import summarize
@@ -44,7 +44,7 @@ class ClipAnalyzer:
         pose: PosePredictor | None = None,
         detector: FaceDetector | None = None,
         every: int = 1,
-        correlation: float = 0.1,
+        correlation: float = FRAME_CORRELATION,
         motion: float = 2.0,
         max_missed: int = 15,
     ):
