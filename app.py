@@ -368,7 +368,7 @@ def build() -> gr.Blocks:
                 with gr.Column(scale=2):
                     clip_status = gr.Markdown()
                     clip_out = gr.Video(label="Tracked faces", elem_id="video-annotated")
-                    clip_chart = gr.Plot(label="Age over time: each frame vs fused", elem_id="video-chart")
+                    clip_chart = gr.Plot(label="Age over time: each frame vs fused", show_label=False, elem_id="video-chart")
                     clip_download = gr.File(label="Full result (JSON)")
             clip_run.click(analyze_video, [clip, every], [clip_out, clip_chart, clip_download, clip_status], api_name="analyze_video")
         if (shipped_weights("multilabel")).exists():
