@@ -71,23 +71,22 @@ class ClipAnalyzer:
         faces = [t.face for t in tracks]
         rows: list[dict[str, Any]] = [{"track": t.id, **f.to_json()} for t, f in zip(tracks, faces)]
         age, pose = self.distributions(image, faces)
+        states = [self._state(t.id, index) for t in tracks]
         if age is not None:
-            for row, t, p in zip(rows, tracks, age):
-                state = self._state(t.id, index)
+            raw = summarize(age, self.age.bins, self.age.level, with_probs=False)
+            for row, state, p, readout in zip(rows, states, age, raw):
                 state.age.add(p)
-                row["age"] = {k: v for k, v in summarize(p[None], self.age.bins, self.age.level)[0].items() if k in BRIEF}
-                fused = summarize(state.age.fused()[None], self.age.bins, self.age.level)[0]
+                row["age"] = {k: readout[k] for k in BRIEF}
+                fused = summarize(state.age.fused()[None], self.age.bins, self.age.level, with_probs=False)[0]
                 row["age_fused"] = {**{k: fused[k] for k in BRIEF}, "frames": state.age.frames}
         if pose is not None:
-            for i, (row, t) in enumerate(zip(rows, tracks)):
-                state = self._state(t.id, index)
-                raw = {"yaw_pitch": pose["yaw_pitch"][i : i + 1], "roll": pose["roll"][i : i + 1]}
-                row["pose"] = _angles(summarize_pose(raw, self.pose.bins, self.pose.step)[0])
-                joint, roll = state.pose.update(raw["yaw_pitch"][0], raw["roll"][0], index - state.last_frame)
-                filtered = summarize_pose({"yaw_pitch": joint[None], "roll": roll[None]}, self.pose.bins, self.pose.step)[0]
+            raw = summarize_pose(pose, self.pose.bins, self.pose.step, with_probs=False)
+            for i, (row, state) in enumerate(zip(rows, states)):
+                row["pose"] = _angles(raw[i])
+                joint, roll = state.pose.update(pose["yaw_pitch"][i], pose["roll"][i], index - state.last_frame)
+                filtered = summarize_pose({"yaw_pitch": joint[None], "roll": roll[None]}, self.pose.bins, self.pose.step, with_probs=False)[0]
                 row["pose_filtered"] = state.last_pose = _angles(filtered, spread=True)
-        for row, t in zip(rows, tracks):
-            state = self._state(t.id, index)
+        for state in states:
             state.last_frame, state.frames = index, state.frames + 1
         return {"frame": index, "detected": detected, "faces": rows}
 

@@ -24,25 +24,28 @@ def pose_probs(model: nn.Module, x: torch.Tensor, tta_flip: bool) -> dict[str, t
     return {"yaw_pitch": torch.softmax(z_yp.flatten(1), 1).view_as(z_yp), "roll": torch.softmax(z_r, 1)}
 
 
-def summarize_pose(probs: dict[str, torch.Tensor], bins: torch.Tensor, step: float) -> list[dict]:
+def summarize_pose(probs: dict[str, torch.Tensor], bins: torch.Tensor, step: float, with_probs: bool = True) -> list[dict]:
     """Per-face readouts (JSON-ready): expected yaw, pitch, roll, the yaw-pitch covariance,
-    the roll spread, the grid and the joint yaw x pitch distribution (rows yaw, columns pitch)."""
+    the roll spread and (``with_probs``) the grid and the joint yaw x pitch distribution (rows
+    yaw, columns pitch)."""
     mean, cov = joint_moments(probs["yaw_pitch"], bins, bins)
     roll, roll_sd = expectation(probs["roll"], bins), std(probs["roll"], bins)
     grid = {"start": float(bins[0]), "stop": float(bins[-1]), "step": step}
-    joint = torch.round(probs["yaw_pitch"].double(), decimals=5)  # at once: 3,721 values a face
-    return [
-        {
+    joint = torch.round(probs["yaw_pitch"].double(), decimals=5) if with_probs else None  # at once: 3,721 values a face
+    out = []
+    for i in range(len(roll)):
+        row = {
             "yaw": round(float(mean[i, 0]), 2),
             "pitch": round(float(mean[i, 1]), 2),
             "roll": round(float(roll[i]), 2),
             "cov": [[round(float(v), 2) for v in r] for r in cov[i]],
             "roll_std": round(float(roll_sd[i]), 2),
-            "grid": {"yaw": grid, "pitch": grid},
-            "probs": joint[i].tolist(),
         }
-        for i in range(len(roll))
-    ]
+        if joint is not None:
+            row["grid"] = {"yaw": grid, "pitch": grid}
+            row["probs"] = joint[i].tolist()
+        out.append(row)
+    return out
 
 
 def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:

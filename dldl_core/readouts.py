@@ -55,18 +55,20 @@ def joint_moments(probs: torch.Tensor, bins_x: torch.Tensor, bins_y: torch.Tenso
     return torch.stack([mx, my], 1), cov
 
 
-def summarize(probs: torch.Tensor, bins: torch.Tensor, level: float = 0.8) -> list[dict]:
-    """Per-row dict of mean, mode, std, interval and the probabilities (JSON-ready)."""
+def summarize(probs: torch.Tensor, bins: torch.Tensor, level: float = 0.8, with_probs: bool = True) -> list[dict]:
+    """Per-row dict of mean, mode, std, interval and (``with_probs``) the probabilities (JSON-ready)."""
     mean, md, sd = expectation(probs, bins), mode(probs, bins), std(probs, bins)
     iv = credible_interval(probs, bins, level)
-    rounded = torch.round(probs.double(), decimals=5)
-    return [
-        {
+    rounded = torch.round(probs.double(), decimals=5) if with_probs else None
+    out = []
+    for i in range(len(probs)):
+        row = {
             "mean": round(float(mean[i]), 2),
             "mode": round(float(md[i]), 2),
             "std": round(float(sd[i]), 2),
             "interval": [round(float(iv[i, 0]), 2), round(float(iv[i, 1]), 2)],
-            "probs": rounded[i].tolist(),
         }
-        for i in range(len(probs))
-    ]
+        if rounded is not None:
+            row["probs"] = rounded[i].tolist()
+        out.append(row)
+    return out
