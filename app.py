@@ -19,11 +19,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
+from dldl_core.card import Readout
 from dldl_core.checkpoint import WeightsError, read_card
 from dldl_core.clip import ClipAnalyzer, clip_labels
 from dldl_core.examples import example_photos, scene_photos
@@ -292,9 +294,9 @@ def _legend(model: SegPredictor, fractions: dict[str, float]) -> str:
 def _age_level() -> float:
     """The mass of the age model's interval, from its card (a broken card is reported when the model loads)."""
     try:
-        return float(read_card(shipped_weights("age")).get("readout", {}).get("level", 0.8))
-    except (WeightsError, TypeError, ValueError):
-        return 0.8
+        return read_card(shipped_weights("age")).readout.level
+    except WeightsError:
+        return Readout().level
 
 
 AGE_LEVEL = _age_level()
@@ -314,6 +316,13 @@ def _photo_column(examples: dict[str, Path]) -> tuple[PhotoInput, gr.Button]:
         run = gr.Button("Analyze", variant="primary")
         gr.Examples([[str(p)] for p in examples.values()], inputs=[photo])
     return photo, run
+
+
+def _on_photo(photo: PhotoInput, run: gr.Button, fn: Callable, inputs: list, outputs: list) -> None:
+    """Run ``fn`` from the button and as soon as a photo is uploaded; the button's event is the API
+    endpoint, named after ``fn``."""
+    run.click(fn, inputs, outputs, api_name=fn.__name__)
+    photo.upload(fn, inputs, outputs, api_name=False)
 
 
 def build() -> gr.Blocks:
@@ -342,9 +351,7 @@ def build() -> gr.Blocks:
                     poses = gr.Plot(label="Head pose: yaw x pitch distributions", elem_id="pose-chart")
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers")
                     download = gr.File(label="Full result (JSON)")
-            outputs = [annotated, chart, poses, table, download, status]
-            run.click(analyze_faces, photo, outputs, api_name="analyze_faces")
-            photo.upload(analyze_faces, photo, outputs, api_name=False)
+            _on_photo(photo, run, analyze_faces, [photo], [annotated, chart, poses, table, download, status])
             with gr.Accordion("Live webcam: faces tracked, age fused over the frames, pose filtered", open=False):
                 with gr.Row():
                     live = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam")
@@ -383,9 +390,7 @@ def build() -> gr.Blocks:
                         obj_named = gr.Markdown()
                         obj_chart = gr.Plot(label="Class distribution", elem_id="class-chart")
                         obj_download = gr.File(label="Full result (JSON)")
-                obj_outputs = [obj_chart, obj_named, obj_download]
-                obj_run.click(analyze_objects, obj_photo, obj_outputs, api_name="analyze_objects")
-                obj_photo.upload(analyze_objects, obj_photo, obj_outputs, api_name=False)
+                _on_photo(obj_photo, obj_run, analyze_objects, [obj_photo], [obj_chart, obj_named, obj_download])
         if (shipped_weights("seg")).exists():
             with gr.Tab("Street scene"):
                 gr.Markdown(
@@ -403,9 +408,7 @@ def build() -> gr.Blocks:
                         legend = gr.HTML()
                         unc = gr.Image(label="Uncertainty (entropy of each pixel's distribution)", type="filepath", elem_id="seg-uncertainty")
                 kept = gr.State()
-                seg_outputs = [overlay, unc, legend, kept, seg_status]
-                seg_run.click(analyze_scene, [seg_photo, opacity], seg_outputs, api_name="analyze_scene")
-                seg_photo.upload(analyze_scene, [seg_photo, opacity], seg_outputs, api_name=False)
+                _on_photo(seg_photo, seg_run, analyze_scene, [seg_photo, opacity], [overlay, unc, legend, kept, seg_status])
                 opacity.release(reblend, [kept, opacity], overlay, api_name=False)
     return demo
 

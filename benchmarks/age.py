@@ -57,16 +57,52 @@ def _chips(rows) -> list[Image.Image]:
     return [Image.open(r.path).convert("RGB") for r in rows]
 
 
+def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
+    """Spread (max - min, years) of the predicted mean over ``ENCODINGS`` for ``n`` evenly spaced chips."""
+    sub = chips[:: max(1, len(chips) // n)][:n]
+    means = np.array([[o["mean"] for o in age.predict_crops([encode(c, e) for c in sub])] for e in ENCODINGS])
+    return means.max(0) - means.min(0)
+
+
+def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
+    """Clean val, a seeded degraded copy through real codecs, and grayscale val."""
+    rng = np.random.default_rng(0)
+    return {
+        "clean": chips,
+        "degraded (real codecs, seeded)": [degraded_copy(c, rng) for c in chips],
+        "grayscale": [c.convert("L").convert("RGB") for c in chips],
+    }
+
+
+def validation(weights: list[str], data: str | None, device: str, n_spread: int) -> str:
+    """The table that chooses between candidate models: val only (clean, degraded, grayscale,
+    encoding spread); test is never read."""
+    val = read_utkface(data, "val")
+    chips, true = _chips(val), [float(r.age) for r in val]
+    sets = _val_sets(chips)
+    lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", "",
+             "| weights | T | " + " | ".join(sets) + " | spread median / p90 |", "|---|---|" + "---|" * len(sets) + "---|"]
+    for w in weights:
+        age = AgePredictor(w, device)
+        cells = []
+        for images in sets.values():
+            m, _, cov = _scores(age.predict_crops(images), true)
+            cells.append(f"{m:.2f} / {cov:.3f}")
+        spread = _spread(age, chips, n_spread)
+        lines.append(f"| {w} | {age.temperature} | " + " | ".join(cells) + f" | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
+    return "\n".join(lines)
+
+
 def held_out(weights: str, data: str | None, device: str) -> dict:
     """A leave-one-group-out run's scores: the held-out group (train + val rows) vs its in-domain val."""
     age = AgePredictor(weights, device)
-    race = int(age.card["training"]["config"]["hold_out_race"])
+    race = int(age.card.training["config"]["hold_out_race"])
     group = [r for r in read_utkface(data) if r.race == race and r.split in ("train", "val")]
     inside = [r for r in read_utkface(data, "val") if r.race != race]
     g_mae, _, g_cov = _scores(age.predict_crops(_chips(group)), [r.age for r in group])
     v_mae, _, v_cov = _scores(age.predict_crops(_chips(inside)), [r.age for r in inside])
     return {"race": race, "faces": len(group), "mae": g_mae, "coverage": g_cov, "val_mae": v_mae, "val_coverage": v_cov,
-            "command": age.card["training"]["command"], "temperature": age.temperature}
+            "command": age.card.training["command"], "temperature": age.temperature}
 
 
 def _held_out_rows(args: argparse.Namespace) -> list[dict]:
@@ -88,8 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--held-out", nargs="*", default=[], help="weights of runs trained with --hold-out-race")
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
+    ap.add_argument("--validation", nargs="*", metavar="WEIGHTS",
+                    help="only the validation table (val clean, degraded, grayscale, encoding spread) for these weights (default: the shipped ones)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if args.validation is not None:
+        print(validation(args.validation or [args.weights], args.data, args.device, args.consistency))
+        return
     if args.held_out_only:
         for h in _held_out_rows(args):
             print(json.dumps(h))
@@ -97,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     age = AgePredictor(args.weights, args.device)
     print(f"Age ({machine(age.device)})")
-    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card['training']['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
+    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card.training['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
     print()
     print(SET_HEADER)
 
@@ -138,11 +179,8 @@ def main(argv: list[str] | None = None) -> None:
 
     val = read_utkface(args.data, "val")
     val_chips, val_true = _chips(val), [float(r.age) for r in val]
-    print(_row("UTKFace val, clean", age.predict_crops(val_chips), val_true))
-    rng = np.random.default_rng(0)
-    print(_row("UTKFace val, degraded (real codecs, seeded)", age.predict_crops([degraded_copy(c, rng) for c in val_chips]), val_true))
-    gray = [c.convert("L").convert("RGB") for c in val_chips]
-    print(_row("UTKFace val, grayscale", age.predict_crops(gray), val_true))
+    for name, images in _val_sets(val_chips).items():
+        print(_row(f"UTKFace val, {name}", age.predict_crops(images), val_true))
 
     held = _held_out_rows(args)
     shown = {h["race"] for h in held}
@@ -161,11 +199,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
 
     if args.consistency:
-        sub = val_chips[:: max(1, len(val_chips) // args.consistency)][: args.consistency]
-        means = np.array([[o["mean"] for o in age.predict_crops([encode(c, e) for c in sub])] for e in ENCODINGS])
-        spread = means.max(0) - means.min(0)
+        spread = _spread(age, val_chips, args.consistency)
         print()
-        print(f"Encoding consistency on {len(sub)} val chips ({', '.join(ENCODINGS)}): spread of the predicted mean, years")
+        print(f"Encoding consistency on {len(spread)} val chips ({', '.join(ENCODINGS)}): spread of the predicted mean, years")
         print()
         print("| median | 90th percentile | max |")
         print("|---|---|---|")

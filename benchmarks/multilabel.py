@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import machine
+from dldl_core.card import ModelCard
 from dldl_core.checkpoint import card_path, read_card
 from dldl_core.data import VOC_CLASSES, read_coco_multilabel
 from dldl_core.metrics import mean_average_precision
@@ -43,13 +44,13 @@ def zero_shot_map(data: str | None, backbone: str, size: int) -> float:
     return task.evaluate(task.build_model(pretrained=True), *task.load_split("train"), torch.device("cpu"))["map"]
 
 
-def _fit_or_reuse(cfg: MultiLabelConfig) -> dict:
+def _fit_or_reuse(cfg: MultiLabelConfig) -> ModelCard:
     """Train ``cfg``, or read the card of a finished run in ``cfg.out`` trained with the same
     configuration (so an interrupted benchmark, or one split over processes, picks up its runs)."""
     weights = Path(cfg.out) / "multilabel.safetensors"
     if weights.is_file():
         card = read_card(weights)
-        if card["training"]["config"] == asdict(cfg) and len(card["training"]["history"]) == cfg.epochs:  # finished
+        if card.training["config"] == asdict(cfg) and len(card.training["history"]) == cfg.epochs:  # finished
             return card
     return fit(MultiLabelTask(cfg))
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             chosen = grid[max(range(len(grid)), key=cv[loss].__getitem__)]
         cfg = MultiLabelConfig(data=args.data, out=str(Path(args.out) / loss), loss=loss, epochs=args.epochs, seed=args.seed, **chosen)
         card = _fit_or_reuse(cfg)
-        runs[loss] = (Path(cfg.out) / "multilabel.safetensors", card["training"]["history"][-1]["images_per_s"], chosen)
+        runs[loss] = (Path(cfg.out) / "multilabel.safetensors", card.training["history"][-1]["images_per_s"], chosen)
     if args.ship:
         for src in (runs["kl"][0], card_path(runs["kl"][0])):
             shutil.copy(src, WEIGHTS_DIR / src.name)

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     batched_ms, single_ms = per_face_ms(pose.predict_crops, crops)
 
     print(f"Head pose on AFLW2000 ({machine(pose.device)})")
-    print(f"weights: {os.path.relpath(args.weights)} (trained {pose.card['training']['date']}, labels: {pose.card['data']['labels']})")
+    print(f"weights: {os.path.relpath(args.weights)} (trained {pose.card.training['date']}, labels: {pose.card.data['labels']})")
     print()
     print("| crops from | faces | yaw | pitch | roll | mean MAE (°) | yaw and pitch within 10° |")
     print("|---|---|---|---|---|---|---|")

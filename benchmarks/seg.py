@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import machine, median_ms
+from dldl_core.card import ModelCard
 from dldl_core.distributions import boundary_distribution
 from dldl_core.metrics import confusion_matrix, iou_summary
 from dldl_core.paths import shipped_weights
@@ -59,8 +60,8 @@ def evaluate(model: SegPredictor, images: np.ndarray, labels: torch.Tensor) -> d
     return out
 
 
-def _loss(card: dict) -> str:
-    return {"kl": "DLDL (KL)", "ce": "one-hot CE"}[card["training"]["config"]["loss"]]
+def _loss(card: ModelCard) -> str:
+    return {"kl": "DLDL (KL)", "ce": "one-hot CE"}[card.training["config"]["loss"]]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         frame = Image.fromarray(np.asarray(images[0]))
         speed[name] = f"{median_ms(partial(model.probs, frame), 20):.0f}"
     if args.record and Path(args.record).is_file() and not args.limit:
-        card = json.loads(Path(args.record).read_text())
-        name = f"{_loss(card)}: recorded card of `{card['training']['command']}`"
-        columns[name] = card["metrics"]["test"]
+        card = ModelCard.from_json(json.loads(Path(args.record).read_text()))
+        name = f"{_loss(card)}: recorded card of `{card.training['command']}`"
+        columns[name] = card.metrics["test"]
         speed[name] = ""
 
     print(f"CamVid test ({len(images)} frames at {FRAME[0]}x{FRAME[1]}, 11 classes, void ignored; {machine('cpu')})")

@@ -122,10 +122,10 @@ def training_throughput(task: str, device: str, data: str | None, steps: int, tm
             "--device", device, "--out", str(tmp / task), *quick, *(["--data", data] if data else [])]
     with contextlib.redirect_stderr(io.StringIO()):
         card = fit(task_class(parse_config(config_class, argv)))
-    config = card["training"]["config"]
+    config = card.training["config"]
     size = config.get("image_size") or f"{config['crop_width']}x{config['crop_height']}"
-    what = f"`train.{task}` ({card['model']['backbone']}, {size} px)"
-    return what, card["training"]["device"], batch, card["training"]["history"][0]["images_per_s"]
+    what = f"`train.{task}` ({card.model['backbone']}, {size} px)"
+    return what, card.training["device"], batch, card.training["history"][0]["images_per_s"]
 
 
 def main(argv: list[str] | None = None) -> None:

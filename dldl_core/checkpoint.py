@@ -1,20 +1,20 @@
 """Shipped checkpoints: weights as safetensors plus a JSON model card beside them.
 
-Nothing is ever unpickled from a weights file. The card holds what is needed
-to rebuild the model (``model``), to feed it (``input``) and to read it
-(``bins``), and how it was made (``training``, ``metrics``).
+Nothing is ever unpickled from a weights file. The card (``dldl_core.card``)
+holds what is needed to rebuild the model, to feed it and to read it, and how
+it was made.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .card import ModelCard
 from .models import build_model
 
 
@@ -26,7 +26,7 @@ def card_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_checkpoint(weights: str | Path, model: torch.nn.Module, card: dict[str, Any]) -> None:
+def save_checkpoint(weights: str | Path, model: torch.nn.Module, card: ModelCard) -> None:
     """Write ``weights`` (safetensors) and its model card ``weights`` with .json."""
     weights = Path(weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -34,26 +34,30 @@ def save_checkpoint(weights: str | Path, model: torch.nn.Module, card: dict[str,
     # Written under temporary names and renamed, so an interrupted save never leaves a truncated
     # file where a good one was; both files readable by all, like any other file the project writes.
     tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "task": str(card.get("task", ""))})
+    save_file(state, str(tmp), metadata={"format": "pt", "task": card.task})
     tmp_card = tmp.with_suffix(".json.tmp")
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    tmp_card.write_text(json.dumps(card.to_json(), indent=2) + "\n")
     for path in (tmp, tmp_card):
         path.chmod(0o644)
     tmp.replace(weights)
     tmp_card.replace(card_path(weights))
 
 
-def read_card(weights: str | Path) -> dict[str, Any]:
+def read_card(weights: str | Path) -> ModelCard:
     path = card_path(weights)
     if not path.is_file():
         raise WeightsError(f"model card {path} is missing (it must sit beside {Path(weights).name})")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(f"model card {path} is not valid JSON: {exc}") from exc
+    try:
+        return ModelCard.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"model card {path} does not describe a model: {exc}") from exc
 
 
-def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild the model described by the card, load its weights strictly, set eval mode."""
     weights = Path(weights)
     if weights.is_dir():
@@ -62,7 +66,7 @@ def load_checkpoint(weights: str | Path, device: str | torch.device = "cpu") -> 
         raise WeightsError(f"weights file {weights} is missing")
     card = read_card(weights)
     try:
-        model = build_model(card["model"])
+        model = build_model(card.model)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"model card {card_path(weights)} does not describe a model: {exc}") from exc
     try:

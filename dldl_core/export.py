@@ -42,9 +42,9 @@ def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> P
     With ``logits`` the outputs are the heads' logits (what the predictors read) instead."""
     model, card = load_checkpoint(weights, "cpu")
     model = fold_batchnorm(model)
-    per_pixel = card["model"].get("architecture") == "segmentation"
-    heads = list(card["model"]["heads"])
-    size = card["input"]["size"]
+    per_pixel = card.model.get("architecture") == "segmentation"
+    heads = list(card.model["heads"])
+    size = card.input.size
     w, h = (size, size) if isinstance(size, int) else size
     dims = {0: torch.export.Dim("batch", min=1, max=4096)}
     if per_pixel:

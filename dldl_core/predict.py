@@ -20,7 +20,6 @@ from PIL import Image
 from .age import age_logits, age_probs
 from .checkpoint import WeightsError, load_checkpoint
 from .crops import aligned_crop, box_square, square_crop
-from .distributions import bin_grid
 from .export import OnnxModel, cached_export
 from .faces import Face, FaceDetector
 from .images import resize_square
@@ -50,8 +49,8 @@ class ShippedModel:
         weights = weights or shipped_weights(self.task)
         self.device = resolve_device("cpu" if backend == "onnx" and str(device) == "auto" else device)
         self.model, self.card = load_checkpoint(weights, self.device)
-        if self.card.get("task", self.task) != self.task:
-            raise WeightsError(f"{weights} holds a {self.card['task']!r} model, not a {self.task!r} one")
+        if self.card.task != self.task:
+            raise WeightsError(f"{weights} holds a {self.card.task!r} model, not a {self.task!r} one")
         try:
             self.read_card()
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -67,14 +66,14 @@ class ShippedModel:
 
     def read_card(self) -> None:
         """What the predictor needs from the card (a missing or malformed field raises here, at load time)."""
-        inp = self.card["input"]
-        self.mean, self.std = tuple(float(v) for v in inp["mean"]), tuple(float(v) for v in inp["std"])
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("input mean and std need 3 values")
-        self.readout = self.card.get("readout", {})
+        if self.card.input is None:
+            raise ValueError("the card has no input section")
+        self.input = self.card.input
+        self.mean, self.std = tuple(float(v) for v in self.input.mean), tuple(float(v) for v in self.input.std)
+        self.readout = self.card.readout
 
     def _check_head(self, name: str, size: object, what: str) -> None:
-        head = self.card["model"]["heads"][name]
+        head = self.card.head(name)
         if head != size and not (isinstance(head, dict) and size in (head.get("shape"), head.get("classes"))):
             raise ValueError(f"the card gives {size} {what} but the model's {name!r} head is {head}")
 
@@ -84,8 +83,8 @@ class CropModel(ShippedModel):
 
     def read_card(self) -> None:
         super().read_card()
-        self.size = int(self.card["input"]["size"])
-        self.tta_flip = bool(self.readout.get("tta_flip", False))
+        self.size = int(self.input.size)
+        self.tta_flip = self.readout.tta_flip
 
     def batches(self, crops: list[Image.Image], batch_size: int) -> Iterator[torch.Tensor]:
         """Normalised channels-last batches of crops of any size (resized to the input size)."""
@@ -101,14 +100,15 @@ class AgePredictor(CropModel):
 
     def read_card(self) -> None:
         super().read_card()
-        b = self.card["bins"]["age"]
-        self.bins = bin_grid(b["start"], b["stop"], b["step"])
-        crop = self.card["input"]["crop"]
-        self.template = crop["template"]
+        self.bins = self.card.bins["age"].grid()
+        crop = self.input.crop
+        if crop is None or crop.template is None:
+            raise ValueError("the card's input section has no crop template")
+        self.template = crop.template
         # Crops are cut at the training chips' own size, then resized like the chips were.
-        self.crop_size = int(crop.get("size", self.size))
-        self.temperature = float(self.readout.get("temperature", 1.0))
-        self.level = float(self.readout.get("level", 0.8))
+        self.crop_size = int(crop.size or self.size)
+        self.temperature = self.readout.temperature
+        self.level = self.readout.level
         self._check_head("age", len(self.bins), "age bins")
 
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
@@ -135,21 +135,23 @@ class PosePredictor(CropModel):
 
     def read_card(self) -> None:
         super().read_card()
-        b = self.card["bins"]["yaw"]
-        self.step = float(b["step"])
-        self.bins = bin_grid(b["start"], b["stop"], self.step)
-        self.framing = self.card["input"]["crop"]
+        self.step = float(self.card.bins["yaw"].step)
+        self.bins = self.card.bins["yaw"].grid()
+        crop = self.input.crop
+        if crop is None or crop.from_detector is None or crop.from_box is None:
+            raise ValueError("the card's input section has no square framing (from_detector, from_box)")
+        self.framing = crop
         self._check_head("yaw_pitch", [len(self.bins)] * 2, "yaw x pitch bins")
         self._check_head("roll", len(self.bins), "roll bins")
 
     def crop(self, image: Image.Image, face: Face) -> Image.Image:
         """The square around a detected face, placed as the training crops sat around the detector's box."""
-        centre, side = box_square(face.box, self.framing["from_detector"])
+        centre, side = box_square(face.box, self.framing.from_detector)
         return square_crop(image, centre, side, self.size)
 
     def crop_from_box(self, image: Image.Image, box: list[float]) -> Image.Image:
         """The square around an annotated face box (the AFLW2000 protocol), framed like the training crops."""
-        centre, side = box_square(box, self.framing["from_box"])
+        centre, side = box_square(box, self.framing.from_box)
         return square_crop(image, centre, side, self.size)
 
     @torch.inference_mode()
@@ -173,9 +175,9 @@ class MultiLabelPredictor(CropModel):
 
     def read_card(self) -> None:
         super().read_card()
-        self.classes = list(self.card["classes"])
-        self.activation = self.readout.get("activation", "softmax")
-        self.threshold = float(self.readout.get("threshold", 0.5))
+        self.classes = list(self.card.classes)
+        self.activation = self.readout.activation or "softmax"
+        self.threshold = self.readout.threshold if self.readout.threshold is not None else 0.5
         self._check_head("classes", len(self.classes), "classes")
 
     def scores(self, images: list[Image.Image], batch_size: int = 32) -> torch.Tensor:
@@ -212,9 +214,9 @@ class SegPredictor(ShippedModel):
 
     def read_card(self) -> None:
         super().read_card()
-        self.classes = list(self.card["classes"])
-        self.colours = [tuple(c) for c in self.card["colours"]]
-        self.frame = tuple(int(v) for v in self.card["input"]["size"])  # width, height
+        self.classes = list(self.card.classes)
+        self.colours = [tuple(c) for c in self.card.colours]
+        self.frame = tuple(int(v) for v in self.input.size)  # width, height
         self._check_head("classes", len(self.classes), "classes")
 
     def network_size(self, size: tuple[int, int]) -> tuple[int, int]:

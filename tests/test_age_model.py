@@ -17,9 +17,9 @@ def test_shipped_age_model_on_utkface_test(utkface_test, age_predictor):
 
 def test_card_describes_the_shipped_model(age_predictor):
     card = age_predictor.card
-    assert card["task"] == "age" and len(card["input"]["crop"]["template"]) == 5
-    assert card["metrics"]["test"]["mae"] <= 5.3
-    assert {"command", "config", "date"} <= set(card["training"])
+    assert card.task == "age" and len(card.input.crop.template) == 5
+    assert card.metrics["test"]["mae"] <= 5.3
+    assert {"command", "config", "date"} <= set(card.training)
 
 
 def test_prediction_is_mirror_invariant(utkface_test, age_predictor):

@@ -38,7 +38,7 @@ def test_tiny_age_training_on_cuda_with_amp(tmp_path, utkface_test):
             "--image-size", "64", "--template-chips", "4", "--no-pretrained", "--skip-test", "--device", "cuda",
             "--cache-dir", str(tmp_path / "cache")]
     card = fit(AgeTask(parse_config(AgeConfig, args)))
-    assert card["training"]["config"]["amp"] is True
-    assert card["training"]["device"] == torch.cuda.get_device_name(0)
-    assert torch.isfinite(torch.tensor(card["training"]["history"][0]["train_loss"]))
-    assert 0 < card["metrics"]["val"]["mae"] < 100
+    assert card.training["config"]["amp"] is True
+    assert card.training["device"] == torch.cuda.get_device_name(0)
+    assert torch.isfinite(torch.tensor(card.training["history"][0]["train_loss"]))
+    assert 0 < card.metrics["val"]["mae"] < 100

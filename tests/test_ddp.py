@@ -32,7 +32,7 @@ def test_two_cpu_processes_match_one_process(tmp_path, utkface_test):
     """Both ranks end in sync, and where a single process with the same global batch (32) ends."""
     ddp = _train(tmp_path, "ddp", processes=2, batch_size=16)
     card = read_card(tmp_path / "ddp" / "age.safetensors")
-    assert card["training"]["processes"] == 2 and card["training"]["ranks_in_sync"] is True
+    assert card.training["processes"] == 2 and card.training["ranks_in_sync"] is True
     single = _train(tmp_path, "single", processes=1, batch_size=32)
     other = _train(tmp_path, "other_batches", processes=1, batch_size=16)  # same start, other batches
     assert all(torch.isfinite(v).all() for v in ddp.values())
@@ -50,7 +50,7 @@ def test_two_cpu_processes_match_one_process(tmp_path, utkface_test):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (nccl); the CPU case above runs everywhere")
 def test_two_gpu_processes_stay_in_sync(tmp_path, utkface_test):
     weights = _train(tmp_path, "nccl", 2, 16, "--device", "cuda")
-    training = read_card(tmp_path / "nccl" / "age.safetensors")["training"]
+    training = read_card(tmp_path / "nccl" / "age.safetensors").training
     assert training["processes"] == 2 and training["ranks_in_sync"] is True
     assert training["device"] == torch.cuda.get_device_name(0)
     assert all(torch.isfinite(v).all() for v in weights.values())

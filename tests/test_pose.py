@@ -154,6 +154,6 @@ def test_mirrored_face_negates_yaw_and_roll(aflw2000, pose_weights):
 
 def test_card_describes_the_shipped_pose_model(pose_predictor):
     card = pose_predictor.card
-    assert card["task"] == "pose" and card["metrics"]["test"]["mae"] <= 5.0
-    assert {"dx", "dy", "side"} <= set(card["input"]["crop"]["from_detector"])
-    assert "teachers" in card["data"]["labels"] or "AFLW" in card["data"]["labels"]
+    assert card.task == "pose" and card.metrics["test"]["mae"] <= 5.0
+    assert {"dx", "dy", "side"} <= set(card.input.crop.from_detector)
+    assert "teachers" in card.data["labels"] or "AFLW" in card.data["labels"]

@@ -45,16 +45,16 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     # --resume continues after the first epoch instead of starting again, with the random state
     # of the interrupted run: the result equals an uninterrupted run's.
     card = fit(AgeTask(parse_config(AgeConfig, common + run + ["--resume"])))
-    assert [h["epoch"] for h in card["training"]["history"]] == [1, 2]
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2]
     fit(AgeTask(parse_config(AgeConfig, common + ["--out", str(tmp_path / "straight")])))
     resumed, _ = load_checkpoint(tmp_path / "run" / "age.safetensors")
     straight, _ = load_checkpoint(tmp_path / "straight" / "age.safetensors")
     for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
         assert torch.equal(a, b), name
     _, saved = load_checkpoint(tmp_path / "run" / "age.safetensors")
-    assert saved["input"]["size"] == 64 and len(saved["input"]["crop"]["template"]) == 5
-    assert saved["training"]["config"]["sigma"] == 1.5 and "val" in saved["metrics"]
-    assert json.loads((tmp_path / "run" / "age.json").read_text()) == saved
+    assert saved.input.size == 64 and len(saved.input.crop.template) == 5
+    assert saved.training["config"]["sigma"] == 1.5 and "val" in saved.metrics
+    assert json.loads((tmp_path / "run" / "age.json").read_text()) == saved.to_json()
 
 
 def _needs(path: str) -> None:
@@ -68,9 +68,9 @@ def test_tiny_pose_run(tmp_path):
             "--image-size", "64", "--framing-chips", "16", "--no-pretrained", "--skip-test", "--cache-dir", str(tmp_path)]
     card = fit(PoseTask(parse_config(PoseConfig, args)))
     _, saved = load_checkpoint(tmp_path / "pose" / "pose.safetensors")
-    assert saved["model"]["heads"]["yaw_pitch"]["shape"] == [61, 61]
-    assert {"mae", "mae_consensus", "score"} <= set(card["metrics"]["val"])
-    framing = saved["input"]["crop"]["from_detector"]
+    assert saved.head("yaw_pitch")["shape"] == [61, 61]
+    assert {"mae", "mae_consensus", "score"} <= set(card.metrics["val"])
+    framing = saved.input.crop.from_detector
     assert framing["chips_detected"] > 8 and 1.0 < framing["side"] < 2.0  # crops are wider than MTCNN's box
 
 
@@ -79,8 +79,8 @@ def test_tiny_multilabel_run(tmp_path):
     args = ["--out", str(tmp_path / "ml"), "--limit", "32", "--val-limit", "32", "--batch-size", "16", "--epochs", "1",
             "--image-size", "64", "--no-pretrained", "--cache-dir", str(tmp_path)]
     card = fit(MultiLabelTask(parse_config(MultiLabelConfig, args)))
-    assert 0 < card["metrics"]["val"]["map"] <= 1 and "test" not in card["metrics"]
-    assert card["readout"]["activation"] == "softmax" and 0 < card["readout"]["threshold"] < 1
+    assert 0 < card.metrics["val"]["map"] <= 1 and "test" not in card.metrics
+    assert card.readout.activation == "softmax" and 0 < card.readout.threshold < 1
 
 
 def test_tiny_seg_run(tmp_path):
@@ -89,11 +89,11 @@ def test_tiny_seg_run(tmp_path):
             "--crop-height", "64", "--crop-width", "96", "--no-pretrained", "--skip-test", "--cache-dir", str(tmp_path)]
     card = fit(SegTask(parse_config(SegConfig, args)))
     model, saved = load_checkpoint(tmp_path / "seg" / "seg.safetensors")
-    assert saved["model"]["architecture"] == "segmentation" and saved["input"]["size"] == [480, 360]
+    assert saved.model["architecture"] == "segmentation" and saved.input.size == [480, 360]
     assert model(torch.zeros(1, 3, 72, 100))["classes"].shape == (1, 11, 72, 100)  # any input size, maps at that size
-    weights = saved["data"]["class_weights"]
+    weights = saved.data["class_weights"]
     assert len(weights) == 11 and weights[CAMVID_CLASSES.index("Pole")] > weights[CAMVID_CLASSES.index("Road")]  # rare classes weigh more
-    assert 0 <= card["metrics"]["val"]["miou"] <= 1 and "test" not in card["metrics"]
+    assert 0 <= card.metrics["val"]["miou"] <= 1 and "test" not in card.metrics
 
 
 def test_speed_benchmark_trains_through_the_task_command(tmp_path):

@@ -86,15 +86,15 @@ class AgeTask(Task):
         self.template = extra["template"]
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """With ``consistency`` the first half of the batch comes back twice, as two views that share
-        their geometry and differ in their degradations (the loss pairs the halves)."""
+        """With ``consistency`` every other face of the batch comes back twice, as two views that share
+        their geometry and differ in their degradations (the loss pairs the halves). Every other
+        face, not the first half: the engine sorts a batch's rows, and UTKFace's rows run by age."""
         c = self.config
         if not c.augment:
             return normalize(images), labels
         x = random_affine(images.permute(0, 3, 1, 2).float().div_(255))
         if c.consistency > 0:
-            half = len(x) // 2
-            x, labels = torch.cat([x[:half], x[:half]]), torch.cat([labels[:half], labels[:half]])
+            x, labels = x[::2].repeat(2, 1, 1, 1), labels[::2].repeat(2)
         if c.degrade > 0:
             x = random_degrade(x, c.degrade)
         return color_jitter(normalize(x.mul_(255))), labels

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from dldl_core.card import ModelCard
 from dldl_core.checkpoint import save_checkpoint
 from dldl_core.models import build_model
 from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -89,7 +90,12 @@ class Task:
         raise NotImplementedError
 
     def prepare(self, images: np.ndarray) -> None:
-        """Anything measured on the training images before training (rank 0 only)."""
+        """Anything measured on the training images before training that goes into the card
+        (rank 0 only, once: a resumed run gets it back through ``load_extra``)."""
+
+    def statistics(self, images: np.ndarray, labels: torch.Tensor) -> None:
+        """Statistics of the training split the loss needs (class weights, say): every rank, every
+        start, so each process computes the same values from the same rows."""
 
     def extra_state(self) -> dict[str, Any]:
         """What ``prepare`` measured, kept in last.pt so a resumed run has it too."""
@@ -175,8 +181,25 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
     return f
 
 
-def fit(task: Task) -> dict[str, Any]:
-    """Train ``task`` as its config says; returns the final model card (rank 0) or {}."""
+@dataclass
+class _Optim:
+    """The optimiser, its learning-rate schedule and the AMP loss scaler, saved and resumed together."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def fit(task: Task) -> ModelCard | None:
+    """Train ``task`` as its config says; returns the final model card (rank 0) or None."""
     cfg = task.config
     d, device = _setup(cfg)
     out = Path(cfg.out)
@@ -189,17 +212,11 @@ def fit(task: Task) -> dict[str, Any]:
         print(f"no {last} to resume from; starting afresh", file=sys.stderr)
 
     # The model first: a missing ImageNet weights package is reported before minutes of data loading.
-    model = task.build_model(pretrained=cfg.pretrained and state is None and not cfg.init)
-    if cfg.init and state is None:
-        from dldl_core.checkpoint import load_checkpoint
-
-        start, _ = load_checkpoint(cfg.init)
-        model.load_state_dict(start.state_dict())
-    # channels-last is about twice as fast on CPU (oneDNN) and what tensor cores want on GPU.
-    model = model.to(device, memory_format=torch.channels_last)
-
+    # Channels-last is about twice as fast on CPU (oneDNN) and what tensor cores want on GPU.
+    model = _initial_model(task, fresh=state is None).to(device, memory_format=torch.channels_last)
     train_x, train_y = task.load_split("train", cfg.limit)
     val_x, val_y = task.load_split("val", cfg.val_limit)
+    task.statistics(train_x, train_y)
     if state is None and d.main:
         task.prepare(train_x)
     elif state is not None:
@@ -209,25 +226,11 @@ def fit(task: Task) -> dict[str, Any]:
     steps_per_epoch = len(train_x) // (cfg.batch_size * d.world)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_x)} training rows are fewer than one global batch of {cfg.batch_size * d.world}")
-    total = steps_per_epoch * cfg.epochs
-    if cfg.backbone_lr_scale == 0:  # a linear probe: no gradient through the backbone at all
-        model.backbone.requires_grad_(False)
-    groups = []
-    for part, scale in ((model.backbone, cfg.backbone_lr_scale), (model.heads, 1.0)):
-        params = [p for p in part.parameters() if p.requires_grad]
-        groups.append({"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale})
-        groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale})
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(max(1, int(cfg.warmup_epochs * steps_per_epoch)), total))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
+    optim = _optimizer(model, cfg, steps_per_epoch, device)
     start_epoch, best, history = 0, None, []
     if state is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        optim.load_state_dict(state)
         start_epoch, best, history = state["epoch"], state["best"], list(state["history"])
         if "rng" in state:  # augmentation continues as the uninterrupted run's would
             torch.set_rng_state(state["rng"])
@@ -236,92 +239,129 @@ def fit(task: Task) -> dict[str, Any]:
 
     weights_path = out / f"{task.name}.safetensors"
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        if cfg.freeze_bn:
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
-        perm = torch.randperm(len(train_x), generator=g)
-        glob = cfg.batch_size * d.world
-        t0, seen, running = time.time(), 0, 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not d.main, mininterval=10, file=sys.stderr)
-        for step in bar:
-            # Each step's global batch is the same as a single process with the global batch size
-            # would take; every rank gets its share of it.
-            idx = np.sort(perm[step * glob : (step + 1) * glob][d.rank :: d.world].numpy())
-            images, labels = torch.from_numpy(np.ascontiguousarray(train_x[idx])), train_y[idx]
-            if device.type == "cuda":  # page-locked, so the copies below run asynchronously
-                images, labels = images.pin_memory(), labels.pin_memory()
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            x, labels = task.train_batch(images, labels)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = task.loss(ddp(x), labels)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-            seen += len(idx) * d.world
-            if step == 0 and steps_per_epoch > 1:  # the first step warms up (allocation, kernel choice): not timed
-                t0, seen = time.time(), 0
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{max(sched.get_last_lr()):.2e}", refresh=False)
-        ips = seen / (time.time() - t0)
-
+        running, ips = _train_epoch(task, model, ddp, optim, (train_x, train_y), epoch, d, device)
         if d.main:
             metrics = task.evaluate(model, val_x, val_y, device)
-            record = {"epoch": epoch + 1, "train_loss": round(running, 4), "images_per_s": round(ips, 1), "val": metrics}
-            history.append(record)
+            history.append({"epoch": epoch + 1, "train_loss": round(running, 4), "images_per_s": round(ips, 1), "val": metrics})
             print(f"epoch {epoch + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({ips:.0f} img/s)", file=sys.stderr, flush=True)
             better = best is None or (metrics["score"] > best if task.higher_is_better else metrics["score"] < best)
             if better or cfg.keep == "last":
                 best = metrics["score"]
                 save_checkpoint(weights_path, model, _card(task, cfg, d, history, {"val": metrics}))
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = last.with_suffix(".tmp")
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1,
-                    "best": best,
-                    "history": history,
-                    "extra": task.extra_state(),
-                    "rng": torch.get_rng_state(),
-                },
-                tmp,
-            )
-            tmp.replace(last)
+            _save_state(last, model, optim, task, {"epoch": epoch + 1, "best": best, "history": history})
         if d.world > 1:
             dist.barrier()
 
     in_sync = _ranks_in_sync(model) if d.world > 1 else True
-    card: dict[str, Any] = {}
-    if d.main:
-        from dldl_core.checkpoint import load_checkpoint
-
-        best_model, _ = load_checkpoint(weights_path, device)
-        best_model = best_model.to(memory_format=torch.channels_last)
-        task.calibrate(best_model, val_x, val_y, device)
-        metrics = {"val": task.evaluate(best_model, val_x, val_y, device)}
-        if not cfg.skip_test:
-            test_x, test_y = task.load_split("test")
-            metrics["test"] = task.evaluate(best_model, test_x, test_y, device)
-            print("test: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items()), file=sys.stderr)
-        card = _card(task, cfg, d, history, metrics)
-        card["training"]["ranks_in_sync"] = in_sync
-        card["training"]["device"] = (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads per process)"
-        )
-        save_checkpoint(weights_path, best_model, card)
-        print(f"wrote {weights_path} and its card", file=sys.stderr)
+    card = _finish(task, weights_path, (val_x, val_y), history, d, device, in_sync) if d.main else None
     if d.world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    return card
+
+
+def _initial_model(task: Task, fresh: bool) -> nn.Module:
+    """The network to train: from ImageNet, or from ``cfg.init`` (a trained checkpoint). A resumed
+    run (``fresh`` False) gets its weights from ``last.pt`` afterwards."""
+    cfg = task.config
+    model = task.build_model(pretrained=cfg.pretrained and fresh and not cfg.init)
+    if cfg.init and fresh:
+        from dldl_core.checkpoint import load_checkpoint
+
+        start, _ = load_checkpoint(cfg.init)
+        model.load_state_dict(start.state_dict())
+    return model
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device) -> _Optim:
+    """AdamW with no weight decay on biases and norms, the backbone at ``backbone_lr_scale`` of the
+    heads' rate, a linear warm-up then cosine decay, and a loss scaler for AMP on CUDA."""
+    if cfg.backbone_lr_scale == 0:  # a linear probe: no gradient through the backbone at all
+        model.backbone.requires_grad_(False)
+    groups = []
+    for part, scale in ((model.backbone, cfg.backbone_lr_scale), (model.heads, 1.0)):
+        params = [p for p in part.parameters() if p.requires_grad]
+        groups.append({"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale})
+        groups.append({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr": cfg.lr * scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup, steps_per_epoch * cfg.epochs))
+    return _Optim(opt, sched, torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda"))
+
+
+def _train_epoch(
+    task: Task, model: nn.Module, ddp: nn.Module, optim: _Optim, train: tuple[np.ndarray, torch.Tensor], epoch: int, d: _Dist, device: torch.device
+) -> tuple[float, float]:
+    """One pass over a fresh shuffle of the training rows; returns the running loss and images/s."""
+    cfg = task.config
+    train_x, train_y = train
+    model.train()
+    if cfg.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    use_amp = cfg.amp and device.type == "cuda"
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
+    perm = torch.randperm(len(train_x), generator=g)
+    glob = cfg.batch_size * d.world
+    steps = len(train_x) // glob
+    t0, seen, running = time.time(), 0, 0.0
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not d.main, mininterval=10, file=sys.stderr)
+    for step in bar:
+        # Each step's global batch is the same as a single process with the global batch size
+        # would take; every rank gets its share of it (rows sorted: the cache is read in order).
+        idx = np.sort(perm[step * glob : (step + 1) * glob][d.rank :: d.world].numpy())
+        images, labels = torch.from_numpy(np.ascontiguousarray(train_x[idx])), train_y[idx]
+        if device.type == "cuda":  # page-locked, so the copies below run asynchronously
+            images, labels = images.pin_memory(), labels.pin_memory()
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        x, labels = task.train_batch(images, labels)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            loss = task.loss(ddp(x), labels)
+        optim.opt.zero_grad(set_to_none=True)
+        optim.scaler.scale(loss).backward()
+        optim.scaler.step(optim.opt)
+        optim.scaler.update()
+        optim.sched.step()
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        seen += len(idx) * d.world
+        if step == 0 and steps > 1:  # the first step warms up (allocation, kernel choice): not timed
+            t0, seen = time.time(), 0
+        bar.set_postfix(loss=f"{running:.3f}", lr=f"{max(optim.sched.get_last_lr()):.2e}", refresh=False)
+    return running, seen / (time.time() - t0)
+
+
+def _save_state(last: Path, model: nn.Module, optim: _Optim, task: Task, progress: dict[str, Any]) -> None:
+    """``last.pt``: everything a resumed run needs, written under a temporary name and renamed."""
+    last.parent.mkdir(parents=True, exist_ok=True)
+    tmp = last.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), **optim.state_dict(), **progress, "extra": task.extra_state(), "rng": torch.get_rng_state()}, tmp)
+    tmp.replace(last)
+
+
+def _finish(
+    task: Task, weights_path: Path, val: tuple[np.ndarray, torch.Tensor], history: list, d: _Dist, device: torch.device, in_sync: bool
+) -> ModelCard:
+    """Reload the kept epoch, calibrate it on val, test it once (unless ``skip_test``), write its card."""
+    from dldl_core.checkpoint import load_checkpoint
+
+    cfg = task.config
+    best_model, _ = load_checkpoint(weights_path, device)
+    best_model = best_model.to(memory_format=torch.channels_last)
+    task.calibrate(best_model, *val, device)
+    metrics = {"val": task.evaluate(best_model, *val, device)}
+    if not cfg.skip_test:
+        test_x, test_y = task.load_split("test")
+        metrics["test"] = task.evaluate(best_model, test_x, test_y, device)
+        print("test: " + " ".join(f"{k}={v:.4f}" for k, v in metrics["test"].items()), file=sys.stderr)
+    card = _card(task, cfg, d, history, metrics)
+    card.training["ranks_in_sync"] = in_sync
+    card.training["device"] = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads per process)"
+    )
+    save_checkpoint(weights_path, best_model, card)
+    print(f"wrote {weights_path} and its card", file=sys.stderr)
     return card
 
 
@@ -350,9 +390,9 @@ def command(name: str, cfg: TrainConfig) -> str:
     return " ".join([f"python -m train.{name}", *args])
 
 
-def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> dict[str, Any]:
-    card = {"task": task.name, "model": task.model_spec(), **task.card()}
-    card["training"] = {
+def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) -> ModelCard:
+    """The one place a card is written: the task's sections plus how and on what it was trained."""
+    training = {
         "command": command(task.name, cfg),
         "config": dataclasses.asdict(cfg),
         "processes": d.world,
@@ -363,7 +403,6 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
     if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
         from dldl_core.checkpoint import read_card
 
-        start = read_card(cfg.init)["training"]
-        card["training"]["init"] = {"weights": cfg.init, "command": start["command"], "date": start["date"]}
-    card["metrics"] = metrics
-    return card
+        start = read_card(cfg.init).training
+        training["init"] = {"weights": cfg.init, "command": start["command"], "date": start["date"]}
+    return ModelCard.from_json({"task": task.name, "model": task.model_spec(), **task.card(), "training": training, "metrics": metrics})

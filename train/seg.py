@@ -73,9 +73,10 @@ class SegTask(Task):
         c = self.config
         images = image_cache([r.image for r in rows], FRAME, c.cache_dir)
         labels = torch.from_numpy(np.array(image_cache([r.mask for r in rows], FRAME, c.cache_dir, label_map=True)))
-        if split == "train":  # every rank computes the same weights from the same rows
-            self.weights = class_weights(labels, self.classes, c.class_weight)
         return images, labels
+
+    def statistics(self, images: np.ndarray, labels: torch.Tensor) -> None:
+        self.weights = class_weights(labels, self.classes, self.config.class_weight)
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
