@@ -96,6 +96,11 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.reshape(n, c, h, w)
 
 
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) grey levels of an RGB batch (N, 3, H, W), with the weights of Pillow's ``convert("L")``."""
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
+
 def random_degrade(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Random photo degradations of a float batch (N, 3, H, W) in 0..1, each image its own draw.
 
@@ -112,7 +117,7 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     gains = torch.empty(n, 3, 1, 1, device=dev).uniform_(0.85, 1.15)
     gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.4, 0.4))
     x = (x * gains).clamp(0, 1) ** gamma
-    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    gray = luma(x)
     sat = torch.empty(n, 1, 1, 1, device=dev).uniform_(0.6, 1.3)
     sat = torch.where(chance(0.15)[:, None, None, None], torch.zeros_like(sat), sat)
     x = (gray + (x - gray) * sat).clamp(0, 1)

@@ -120,7 +120,8 @@ class AgePredictor(CropModel):
         """(N, bins) age distributions."""
         out = []
         for x in self.batches(crops, batch_size):
-            out.append(age_probs(age_logits(self.model, x, self.tta_flip), self.temperature).cpu())
+            logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std)
+            out.append(age_probs(logits, self.temperature).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.bins))
 
     def predict_crops(self, crops: list[Image.Image]) -> list[dict[str, Any]]:

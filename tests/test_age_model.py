@@ -26,3 +26,15 @@ def test_prediction_is_mirror_invariant(utkface_test, age_predictor):
     chip = Image.open(utkface_test[40].path)
     a, b = age_predictor.predict_crops([chip, chip.transpose(Image.FLIP_LEFT_RIGHT)])
     assert abs(a["mean"] - b["mean"]) < 0.05
+
+
+def test_the_gray_test_time_view_changes_color_faces_only(utkface_test, age_predictor):
+    from dldl_core.age import age_logits, gray_view
+
+    color = next(age_predictor.batches([Image.open(r.path) for r in utkface_test[:8]], 8))
+    gray = gray_view(color)
+    assert torch.allclose(gray_view(gray), gray, atol=1e-5)
+    model = age_predictor.model
+    with torch.no_grad():
+        assert torch.allclose(age_logits(model, gray, True, True), age_logits(model, gray, True, False), atol=1e-3)
+        assert (age_logits(model, color, True, True) - age_logits(model, color, True, False)).abs().max() > 0.05

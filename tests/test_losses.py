@@ -75,3 +75,17 @@ def test_age_consistency_pairs_two_views_of_the_same_faces():
     outputs = {"age": torch.randn(8, 101, requires_grad=True)}
     plain = AgeTask(AgeConfig(consistency=0.0)).loss(outputs, y)
     assert float(task.loss(outputs, y)) > float(plain)
+
+
+def test_age_consistency_can_pair_a_color_view_with_a_gray_one():
+    from train.age import AgeConfig, AgeTask
+
+    task = AgeTask(AgeConfig(consistency=1.0, consistency_gray=1.0, degrade=0.0))
+    torch.manual_seed(0)
+    x, _ = task.train_batch(torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8), torch.arange(8.0))
+    from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    pixels = x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    channel_gap = (pixels - pixels.mean(1, keepdim=True)).abs().amax(dim=(1, 2, 3))
+    # brightness jitter is added after normalisation, so gray stays gray within a few hundredths
+    assert (channel_gap[4:] < 0.02).all() and (channel_gap[:4] > 0.3).all()

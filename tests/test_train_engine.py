@@ -55,6 +55,14 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     assert saved.input.size == 64 and len(saved.input.crop.template) == 5
     assert saved.training["config"]["sigma"] == 1.5 and "val" in saved.metrics
     assert json.loads((tmp_path / "run" / "age.json").read_text()) == saved.to_json()
+    # --epochs 0 re-reads the trained model with another readout: same weights, calibrated anew
+    again = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", str(tmp_path / "run" / "age.safetensors"),
+                                                                "--tta-gray", "--out", str(tmp_path / "gray")])))
+    assert again.readout.tta_gray and again.training["history"] == [] and "val" in again.metrics
+    regray, _ = load_checkpoint(tmp_path / "gray" / "age.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(regray.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(ValueError, match="needs --init"):
+        fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0"])))
 
 
 def _needs(path: str) -> None:

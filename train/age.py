@@ -20,7 +20,7 @@ from torch import nn
 
 from dldl_core.age import age_logits, age_probs
 from dldl_core.data import data_root, decode_resized, image_cache, read_utkface
-from dldl_core.degrade import degraded_copy, random_degrade
+from dldl_core.degrade import degraded_copy, luma, random_degrade
 from dldl_core.distributions import bin_grid, gaussian_1d
 from dldl_core.faces import FaceDetector, measure_template
 from dldl_core.losses import dldl_loss, js_consistency
@@ -48,9 +48,12 @@ class AgeConfig(TrainConfig):
                          "grayscale, white balance, gamma; dldl_core.degrade); 0 = none")
     consistency: float = opt(0.0, "weight of a Jensen-Shannon term between two differently degraded views of each face "
                              "(half the batch's faces, two views each); 0 = off")
+    consistency_gray: float = opt(0.0, "with consistency: the probability that a pair's second view is also turned grayscale "
+                                  "(color and gray views of one face then have to agree)")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
+    tta_gray: bool = opt(False, "see the second test-time view (the mirror image) in grayscale")
     level: float = opt(0.8, "credible interval mass")
     template_chips: int = opt(500, "training chips used to measure the landmark template")
 
@@ -97,6 +100,10 @@ class AgeTask(Task):
             x, labels = x[::2].repeat(2, 1, 1, 1), labels[::2].repeat(2)
         if c.degrade > 0:
             x = random_degrade(x, c.degrade)
+        if c.consistency > 0 and c.consistency_gray > 0:
+            second = torch.arange(len(x), device=x.device) >= len(x) // 2
+            turn = second & (torch.rand(len(x), device=x.device) < c.consistency_gray)
+            x[turn] = luma(x[turn]).expand(-1, 3, -1, -1)
         return color_jitter(normalize(x.mul_(255))), labels
 
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -112,7 +119,7 @@ class AgeTask(Task):
         model.eval()
         out = []
         for x in batches(images, device, 256):
-            out.append(age_logits(model, x, self.config.tta_flip).cpu())
+            out.append(age_logits(model, x, self.config.tta_flip, self.config.tta_gray).cpu())
         return torch.cat(out)
 
     def _metrics(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
@@ -160,7 +167,7 @@ class AgeTask(Task):
                 },
             ),
             "bins": {"age": {"start": 0, "stop": c.age_max, "step": 1}},
-            "readout": {"temperature": self.temperature, "tta_flip": c.tta_flip, "level": c.level},
+            "readout": {"temperature": self.temperature, "tta_flip": c.tta_flip, "tta_gray": c.tta_gray, "level": c.level},
             "data": {
                 "dataset": "UTKFace (aligned and cropped), ../shared/data/age/utkface",
                 "root": str(data_root(c.data)),

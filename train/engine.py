@@ -44,7 +44,7 @@ class TrainConfig:
 
     data: str | None = opt(None, "data folder; default $DLDL_DATA or ../shared/data")
     out: str = opt("runs/task", "run folder: last.pt, the best weights and their card")
-    epochs: int = opt(10, "training epochs")
+    epochs: int = opt(10, "training epochs; 0 with --init calibrates and evaluates that model as it is (a new readout, say)")
     batch_size: int = opt(64, "per process")
     lr: float = opt(1e-3, "peak learning rate (AdamW, linear warm-up then cosine decay)")
     weight_decay: float = opt(1e-4, "AdamW weight decay (not on biases and norms)")
@@ -201,6 +201,8 @@ class _Optim:
 def fit(task: Task) -> ModelCard | None:
     """Train ``task`` as its config says; returns the final model card (rank 0) or None."""
     cfg = task.config
+    if cfg.epochs == 0 and not cfg.init:
+        raise ValueError("--epochs 0 needs --init: it calibrates and evaluates a trained model without training it")
     d, device = _setup(cfg)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + d.rank)  # DDP copies rank 0's initial weights; augmentation differs per rank
@@ -238,6 +240,8 @@ def fit(task: Task) -> ModelCard | None:
             print(f"resumed from {last} after epoch {start_epoch}", file=sys.stderr)
 
     weights_path = out / f"{task.name}.safetensors"
+    if cfg.epochs == 0 and d.main:  # the --init model as it is, calibrated and evaluated with this config's readout
+        save_checkpoint(weights_path, model, _card(task, cfg, d, history, {}))
     for epoch in range(start_epoch, cfg.epochs):
         running, ips = _train_epoch(task, model, ddp, optim, (train_x, train_y), epoch, d, device)
         if d.main:
