@@ -334,7 +334,7 @@ def build() -> gr.Blocks:
             f"(the expected age and the range that holds {AGE_LEVEL:.0%} of the probability) and a joint yaw x pitch "
             "distribution of its head pose (heatmap; head axes drawn on the face: red right, green up, blue nose). "
             "The age model learned from UTKFace's face chips, with JPEG, blur, low resolution, noise and lighting "
-            "simulated in training so that image quality is not read as age; on photos unlike those faces it errs more "
+            "simulated in training and each face read in color and in gray, so that image quality is not read as age; on photos unlike those faces it errs more "
             "(older people tend to be read too young), so read the range, not just the number. "
             "**Video:** faces tracked through a clip (or live from a webcam, under the Faces tab), each person's "
             "age evidence pooled over the frames and head pose filtered. "

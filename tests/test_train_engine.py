@@ -1,6 +1,7 @@
 """The shared training loop end to end on a tiny slice: train, select, resume, card."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -42,6 +43,9 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     with pytest.raises(KeyboardInterrupt):
         fit(_Interrupted(parse_config(AgeConfig, common + run)))
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
+    (tmp_path / "epoch1").mkdir()
+    for name in ("age.safetensors", "age.json"):
+        shutil.copy(tmp_path / "run" / name, tmp_path / "epoch1" / name)
     # --resume continues after the first epoch instead of starting again, with the random state
     # of the interrupted run: the result equals an uninterrupted run's.
     card = fit(AgeTask(parse_config(AgeConfig, common + run + ["--resume"])))
@@ -61,6 +65,14 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     assert again.readout.tta_gray and again.training["history"] == [] and "val" in again.metrics
     regray, _ = load_checkpoint(tmp_path / "gray" / "age.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(regray.state_dict().values(), resumed.state_dict().values()))
+    # several --init files are averaged weight by weight
+    inits = f"{tmp_path / 'epoch1' / 'age.safetensors'},{tmp_path / 'run' / 'age.safetensors'}"
+    soup = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", inits, "--out", str(tmp_path / "soup")])))
+    assert len(soup.training["init"]["averaged"]) == 2
+    first, _ = load_checkpoint(tmp_path / "epoch1" / "age.safetensors")
+    mixed, _ = load_checkpoint(tmp_path / "soup" / "age.safetensors")
+    w = "heads.age.weight"
+    assert torch.allclose(mixed.state_dict()[w], (first.state_dict()[w] + resumed.state_dict()[w]) / 2)
     with pytest.raises(ValueError, match="needs --init"):
         fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0"])))
 

@@ -55,7 +55,8 @@ class TrainConfig:
     limit: int = opt(0, "train on the first N training rows only (0 = all); for smoke tests")
     backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
     pretrained: bool = opt(True, "start from the backbone's ImageNet weights")
-    init: str | None = opt(None, "start from the weights of this trained checkpoint (.safetensors of the same task and model) instead")
+    init: str | None = opt(None, "start from the weights of this trained checkpoint (.safetensors of the same task and model) instead; "
+                           "several, comma-separated, are averaged weight by weight (a model soup of fine-tunes of one model)")
     dropout: float = opt(0.2, "dropout before the distribution heads")
     val_limit: int = opt(0, "evaluate on the first N val rows only (0 = all)")
     skip_test: bool = opt(False, "do not evaluate on the test split at the end")
@@ -272,9 +273,14 @@ def _initial_model(task: Task, fresh: bool) -> nn.Module:
     if cfg.init and fresh:
         from dldl_core.checkpoint import load_checkpoint
 
-        start, _ = load_checkpoint(cfg.init)
-        model.load_state_dict(start.state_dict())
+        states = [load_checkpoint(path)[0].state_dict() for path in _init_paths(cfg)]
+        # batch-norm counters (integers) are taken from the first
+        model.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v for k, v in states[0].items()})
     return model
+
+
+def _init_paths(cfg: TrainConfig) -> list[str]:
+    return [p.strip() for p in (cfg.init or "").split(",") if p.strip()]
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device) -> _Optim:
@@ -407,6 +413,6 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
     if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
         from dldl_core.checkpoint import read_card
 
-        start = read_card(cfg.init).training
-        training["init"] = {"weights": cfg.init, "command": start["command"], "date": start["date"]}
+        starts = [{"weights": path, **{k: read_card(path).training[k] for k in ("command", "date")}} for path in _init_paths(cfg)]
+        training["init"] = starts[0] if len(starts) == 1 else {"weights": cfg.init, "averaged": starts}
     return ModelCard.from_json({"task": task.name, "model": task.model_spec(), **task.card(), "training": training, "metrics": metrics})
