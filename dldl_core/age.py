@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .degrade import luma
+from .models import paired_outputs
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -32,10 +33,8 @@ def age_logits(
     second = x.flip(3) if tta_flip else x
     if tta_gray:
         second = gray_view(second, mean, std)
-    # one forward pass over both views: in eval mode the halves do not interact, and one pass of
-    # 2N is cheaper than two of N on a CPU
-    both = model(torch.cat([x, second]))["age"].float()
-    return 0.5 * (both[: len(x)] + both[len(x) :])
+    first, other = paired_outputs(model, x, second)
+    return 0.5 * (first["age"].float() + other["age"].float())
 
 
 def age_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -108,12 +108,17 @@ def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
     return DistributionNet(spec["backbone"], spec["heads"], spec.get("dropout", 0.0), pretrained)
 
 
-def with_mirror(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Outputs for a batch and for its mirror image, from one forward pass over both (in eval mode
-    the two halves do not interact; one pass of 2N is cheaper than two of N on a CPU)."""
-    out = model(torch.cat([x, x.flip(3)]))
-    n = len(x)
+def paired_outputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Outputs for two views of one batch from one forward pass over both (in eval mode the two
+    halves do not interact; one pass of 2N is cheaper than two of N on a CPU)."""
+    out = model(torch.cat([a, b]))
+    n = len(a)
     return {k: v[:n] for k, v in out.items()}, {k: v[n:] for k, v in out.items()}
+
+
+def with_mirror(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Outputs for a batch and for its mirror image, from one forward pass."""
+    return paired_outputs(model, x, x.flip(3))
 
 
 def output_distributions(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -244,7 +244,7 @@ def fit(task: Task) -> ModelCard | None:
     if cfg.epochs == 0 and d.main:  # the --init model as it is, calibrated and evaluated with this config's readout
         save_checkpoint(weights_path, model, _card(task, cfg, d, history, {}))
     for epoch in range(start_epoch, cfg.epochs):
-        running, ips = _train_epoch(task, model, ddp, optim, (train_x, train_y), epoch, d, device)
+        running, ips = _train_epoch(task, model, ddp, optim, (train_x, train_y), steps_per_epoch, epoch, d, device)
         if d.main:
             metrics = task.evaluate(model, val_x, val_y, device)
             history.append({"epoch": epoch + 1, "train_loss": round(running, 4), "images_per_s": round(ips, 1), "val": metrics})
@@ -300,7 +300,8 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device:
 
 
 def _train_epoch(
-    task: Task, model: nn.Module, ddp: nn.Module, optim: _Optim, train: tuple[np.ndarray, torch.Tensor], epoch: int, d: _Dist, device: torch.device
+    task: Task, model: nn.Module, ddp: nn.Module, optim: _Optim, train: tuple[np.ndarray, torch.Tensor], steps: int, epoch: int, d: _Dist,
+    device: torch.device,
 ) -> tuple[float, float]:
     """One pass over a fresh shuffle of the training rows; returns the running loss and images/s."""
     cfg = task.config
@@ -314,7 +315,6 @@ def _train_epoch(
     g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
     perm = torch.randperm(len(train_x), generator=g)
     glob = cfg.batch_size * d.world
-    steps = len(train_x) // glob
     t0, seen, running = time.time(), 0, 0.0
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not d.main, mininterval=10, file=sys.stderr)
     for step in bar:
@@ -413,6 +413,7 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
     if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
         from dldl_core.checkpoint import read_card
 
-        starts = [{"weights": path, **{k: read_card(path).training[k] for k in ("command", "date")}} for path in _init_paths(cfg)]
+        trained = {path: read_card(path).training for path in _init_paths(cfg)}
+        starts = [{"weights": path, "command": t["command"], "date": t["date"]} for path, t in trained.items()]
         training["init"] = starts[0] if len(starts) == 1 else {"weights": cfg.init, "averaged": starts}
     return ModelCard.from_json({"task": task.name, "model": task.model_spec(), **task.card(), "training": training, "metrics": metrics})
