@@ -106,6 +106,7 @@ class Readout(_Section):
     level: float = 0.8  # mass of the credible intervals reported
     activation: str | None = None  # classifiers: softmax or sigmoid scores
     threshold: float | None = None  # classifiers: a class is named present at this score
+    none_class: bool | None = None  # multi-label: the head has one more output after the classes, "none of these"
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -57,17 +57,22 @@ def gaussian_2d(
     return px[:, :, None] * py[:, None, :]
 
 
-def multilabel_distribution(present: torch.Tensor, ambiguous: torch.Tensor, weight: float) -> torch.Tensor:
+def multilabel_distribution(present: torch.Tensor, ambiguous: torch.Tensor, weight: float, none_class: bool = False) -> torch.Tensor:
     """Distribution over classes for multi-label images: (N, C) from two (N, C) boolean masks.
 
     Each class present gets mass 1, a class present only through ambiguous
     objects (VOC's "difficult", COCO's crowds or tiny objects) gets ``weight``,
     absent classes 0; each row is then normalised to sum 1. A row with nothing
-    present stays all zero (such images carry no label).
+    present stays all zero (such images carry no label), unless ``none_class``:
+    then the result has one more column, "none of these", which takes the whole
+    mass of such rows (and none of the others).
     """
     present, ambiguous = present.bool(), ambiguous.bool()
     mass = torch.where(present, 1.0, torch.where(ambiguous, float(weight), 0.0))
     total = mass.sum(1, keepdim=True)
+    if none_class:
+        mass = torch.cat([mass, (total == 0).float()], 1)
+        total = mass.sum(1, keepdim=True)
     return torch.where(total > 0, mass / total.clamp_min(1e-12), mass)
 
 

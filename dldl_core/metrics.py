@@ -49,6 +49,16 @@ def mean_average_precision(scores: torch.Tensor, positive: torch.Tensor) -> tupl
     return sum(present) / len(present), per
 
 
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative
+    (ties count half); 0.5 is chance."""
+    pos, neg = scores[positive.bool()].double(), scores[~positive.bool()].double()
+    if not len(pos) or not len(neg):
+        raise ValueError("AUROC needs positives and negatives")
+    above = (pos[:, None] > neg[None]).double().sum() + 0.5 * (pos[:, None] == neg[None]).double().sum()
+    return float(above / (len(pos) * len(neg)))
+
+
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
     """(C, C) pixel counts, rows the true class, columns the predicted one; targets outside
     0..C-1 (void) are left out."""

@@ -11,6 +11,7 @@ from torch import nn
 
 MIN_DETAIL_SIDE = 8  # pixels: a smaller image cannot show any of the classes
 MIN_DETAIL_STD = 2.0  # grey levels: a flatter image is one colour, with nothing in it
+NONE_LABEL = "none of these"  # how the extra output of a model trained with a "none" class is shown
 
 
 def class_scores(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -27,6 +28,12 @@ def class_scores(logits: torch.Tensor, activation: str) -> torch.Tensor:
 def image_scores(model: nn.Module, batches: Iterable[torch.Tensor], activation: str) -> torch.Tensor:
     """(N, C) scores of a multi-label model (in eval mode) over normalised image batches, on the CPU."""
     return torch.cat([class_scores(model(x)["classes"], activation).cpu() for x in batches])
+
+
+def split_none(scores: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, classes) class scores, and the (N,) "none of these" scores of a head that has that extra
+    output after the classes (None otherwise)."""
+    return scores[:, :classes], (scores[:, classes] if scores.shape[1] > classes else None)
 
 
 def name_present(scores: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from .images import fit_within
+from .multilabel import NONE_LABEL
 from .pose import head_axes
 from .seg import colourize
 
@@ -156,11 +157,15 @@ def class_chart(result: dict[str, Any], threshold: float | None = None, top: int
     """Horizontal bars of the class scores (the ``top`` highest, best at the top); classes named
     present are coloured, the naming threshold is a dashed line."""
     items = sorted(result["scores"].items(), key=lambda kv: kv[1])[-top:]
+    if "none" in result:  # the model's "none of these" output, drawn hatched among the classes
+        items = sorted([*items, (NONE_LABEL, result["none"])], key=lambda kv: kv[1])
     names, scores = [k for k, _ in items], [v for _, v in items]
     fig = Figure(figsize=(6.0, 0.28 * len(items) + 1.0), layout="constrained")
     ax = fig.subplots()
     colours = [PALETTE[2] if n in result["labels"] else "#b0b0b0" for n in names]
-    ax.barh(names, scores, color=colours)
+    bars = ax.barh(names, scores, color=colours)
+    if NONE_LABEL in names:
+        bars[names.index(NONE_LABEL)].set(facecolor="white", edgecolor="#707070", hatch="////", linewidth=0.8)
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1, label=f"named present at {threshold:.2f}")
         ax.legend(fontsize=8, loc="lower right", frameon=False)

@@ -24,7 +24,7 @@ from .export import OnnxModel, cached_export
 from .faces import Face, FaceDetector
 from .images import resize_square
 from .models import fold_batchnorm
-from .multilabel import has_detail, image_scores, name_present
+from .multilabel import has_detail, image_scores, name_present, split_none
 from .paths import resolve_device, shipped_weights
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
@@ -179,23 +179,30 @@ class MultiLabelPredictor(CropModel):
         self.classes = list(self.card.classes)
         self.activation = self.readout.activation or "softmax"
         self.threshold = self.readout.threshold if self.readout.threshold is not None else 0.5
-        self._check_head("classes", len(self.classes), "classes")
+        self.none_class = bool(self.readout.none_class)
+        self._check_head("classes", len(self.classes) + self.none_class, "classes" + (" and 'none of these'" if self.none_class else ""))
 
     def scores(self, images: list[Image.Image], batch_size: int = 32) -> torch.Tensor:
-        """(N, C) scores; images of any size are resized to the input square, as in training."""
-        return image_scores(self.model, self.batches(images, batch_size), self.activation) if images else torch.zeros(0, len(self.classes))
+        """(N, C) scores, C counting "none of these" last where the model has it; images of any size
+        are resized to the input square, as in training."""
+        if not images:
+            return torch.zeros(0, len(self.classes) + self.none_class)
+        return image_scores(self.model, self.batches(images, batch_size), self.activation)
 
     def predict_images(self, images: list[Image.Image]) -> list[dict[str, Any]]:
-        """``{"scores": {class: score, ...}, "labels": [classes named present, best first]}`` per image."""
-        s = self.scores(images)
+        """``{"scores": {class: score, ...}, "labels": [classes named present, best first]}`` per image,
+        and ``"none"``, the score of "none of these", where the model has that output."""
+        s, none = split_none(self.scores(images), len(self.classes))
         named = name_present(s, self.threshold)
         out = []
-        for image, row, keep in zip(images, s, named):
+        for k, (image, row, keep) in enumerate(zip(images, s, named)):
             order = torch.argsort(row, descending=True).tolist()
             result = {
                 "scores": {c: round(float(v), 4) for c, v in zip(self.classes, row)},
                 "labels": [self.classes[i] for i in order if keep[i]],
             }
+            if none is not None:
+                result["none"] = round(float(none[k]), 4)
             if not has_detail(image):
                 result["labels"] = []
                 result["note"] = "the image has no detail (one colour, or under 8 pixels a side): no class is named"

@@ -85,3 +85,15 @@ def test_large_faces_pass_at_a_lower_score_and_padding_maps_back(detector, monke
     # the 30-px face at 0.93 is dropped, the 100-px face at 0.85 and the 20-px face at 0.97 are kept
     assert [f.box for f in faces] == [[100.0, 100.0, 200.0, 200.0], [250.0, 50.0, 270.0, 70.0]]
     assert faces[0].landmarks[0] == [0.0, 0.0]
+
+
+def test_closeup_faces_whole_in_the_photo_pass_at_a_lower_score(detector, monkeypatch):
+    """A box spanning ``closeup_side`` of the shorter side and lying whole in the photo needs only
+    ``closeup_threshold``; the same box cut by the border, or a smaller one, needs the usual score."""
+    image = Image.new("RGB", (400, 300))
+    pad = round(detector.pad * 400)
+    boxes = np.array([[150, 100, 260, 210], [-40, 100, 70, 210], [300, 200, 370, 270]], float) + pad
+    probs = np.array([0.65, 0.65, 0.65])
+    monkeypatch.setattr(detector.mtcnn, "detect", lambda canvas, landmarks=True: (boxes, probs, np.zeros((3, 5, 2))))
+    assert [f.box for f in detector.detect(image)] == [[150.0, 100.0, 260.0, 210.0]]
+    assert FaceDetector.stock().closeup_threshold is None and detector.closeup_threshold < detector.large_threshold

@@ -89,3 +89,27 @@ def test_age_consistency_can_pair_a_color_view_with_a_gray_one():
     channel_gap = (pixels - pixels.mean(1, keepdim=True)).abs().amax(dim=(1, 2, 3))
     # brightness jitter is added after normalisation, so gray stays gray within a few hundredths
     assert (channel_gap[4:] < 0.02).all() and (channel_gap[:4] > 0.3).all()
+
+
+def test_age_mixup_blends_faces_and_their_label_distributions_alike():
+    from train.age import AgeConfig, AgeTask
+
+    task = AgeTask(AgeConfig(mixup=0.2, degrade=0.0))
+    torch.manual_seed(0)
+    labels = torch.arange(8, dtype=torch.float32) * 10
+    x, y = task.train_batch(torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8), labels)
+    assert x.shape[0] == 8 and y.shape == (8, 3)
+    a, b, w = y.unbind(1)
+    assert torch.equal(a, labels) and set(b.tolist()) == set(labels.tolist())  # the partners are the batch's own faces
+    assert ((w >= 0.5) & (w <= 1)).all()  # each face stays the larger part of its blend
+    logits = {"age": torch.randn(8, 101)}
+    plain = AgeTask(AgeConfig(lam=0.0))
+    same = torch.stack([a, a, torch.rand(8)], 1)  # blending a face's labels with itself changes nothing
+    assert float(AgeTask(AgeConfig(mixup=0.2, lam=0.0)).loss(logits, same)) == pytest.approx(float(plain.loss(logits, a)), rel=1e-5)
+    blend = torch.stack([torch.full((8,), 20.0), torch.full((8,), 60.0), torch.full((8,), 0.75)], 1)
+    target = 0.75 * plain._target(torch.full((8,), 20.0)) + 0.25 * plain._target(torch.full((8,), 60.0))
+    from dldl_core.losses import kl_from_logits
+
+    assert float(plain.loss(logits, blend)) == pytest.approx(float(kl_from_logits(logits["age"], target)), rel=1e-5)
+    with pytest.raises(SystemExit, match="mixup or --consistency"):
+        AgeTask(AgeConfig(mixup=0.2, consistency=1.0))

@@ -28,6 +28,16 @@ def test_label_distribution_present_ambiguous_absent():
     assert multilabel_distribution(torch.zeros(1, 4), torch.zeros(1, 4), 0.5).sum() == 0  # no label, no mass
 
 
+def test_none_class_takes_the_mass_of_images_without_any_class():
+    present = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 0, 0]])
+    ambiguous = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
+    d = multilabel_distribution(present, ambiguous, 0.5, none_class=True)
+    assert d.shape == (3, 4) and torch.allclose(d.sum(1), torch.ones(3))
+    assert d[0].tolist() == pytest.approx([0.5, 0.0, 0.5, 0.0])  # objects: "none" gets nothing
+    assert d[1].tolist() == pytest.approx([0.0, 0.0, 0.0, 1.0])  # nothing at all: all of it on "none"
+    assert d[2].tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0])  # an ambiguous object is still an object
+
+
 def test_head_starts_from_the_matching_imagenet_classes():
     weight, bias = torch.randn(1000, 8), torch.randn(1000)
     head = torch.nn.Linear(8, 20)

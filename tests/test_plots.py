@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from dldl_core.distributions import bin_grid, gaussian_1d
-from dldl_core.plots import age_chart, age_label, annotate_faces
+from dldl_core.plots import age_chart, age_label, annotate_faces, class_chart
 from dldl_core.readouts import summarize
 
 
@@ -68,3 +68,13 @@ def test_uncertainty_image_runs_from_dark_to_bright():
     assert img.shape == (1, 4, 3) and img.dtype == np.uint8
     brightness = img.sum(-1)
     assert brightness[0, 0] < 30 < brightness[0, 1] < brightness[0, 2] and (img[0, 3] == img[0, 2]).all()  # clipped at 1
+
+
+def test_class_chart_ranks_none_of_these_among_the_classes():
+    result = {"scores": {"person": 0.29, "car": 0.11, "dog": 0.05}, "labels": ["person"], "none": 0.18}
+    ax = class_chart(result, 0.15).axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert names == ["dog", "car", "none of these", "person"]  # best at the top
+    assert ax.patches[2].get_hatch() and ax.patches[3].get_hatch() is None
+    plain = {k: v for k, v in result.items() if k != "none"}  # a model without the output: no such bar
+    assert [t.get_text() for t in class_chart(plain).axes[0].get_yticklabels()] == ["dog", "car", "person"]

@@ -71,3 +71,14 @@ def test_joint_moments_recover_mean_and_spread_of_a_2d_gaussian():
     d = torch.zeros(1, 61, 61)
     d[0, 20, 20] = d[0, 40, 40] = 0.5
     assert float(joint_moments(d, bins, bins)[1][0, 0, 1]) > 0
+
+
+def test_auroc_counts_ordered_pairs():
+    from dldl_core.metrics import auroc
+
+    positive = torch.tensor([1, 1, 0, 0, 0], dtype=torch.bool)
+    assert auroc(torch.tensor([0.9, 0.8, 0.1, 0.2, 0.3]), positive) == 1.0
+    assert auroc(torch.tensor([0.1, 0.2, 0.9, 0.8, 0.7]), positive) == 0.0
+    assert auroc(torch.tensor([0.5, 0.2, 0.5, 0.1, 0.3]), positive) == pytest.approx((2.5 + 1) / 6)  # a tie counts half
+    with pytest.raises(ValueError):
+        auroc(torch.ones(3), torch.ones(3, dtype=torch.bool))

@@ -5,10 +5,12 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
 
 from benchmarks.speed import training_throughput
 from dldl_core.checkpoint import load_checkpoint
 from dldl_core.paths import data_root
+from dldl_core.predict import MultiLabelPredictor
 from dldl_core.seg import CAMVID_CLASSES
 from train.age import AgeConfig, AgeTask
 from train.engine import command, fit, parse_config
@@ -94,13 +96,20 @@ def test_tiny_pose_run(tmp_path):
     assert framing["chips_detected"] > 8 and 1.0 < framing["side"] < 2.0  # crops are wider than MTCNN's box
 
 
-def test_tiny_multilabel_run(tmp_path):
+@pytest.mark.parametrize("none_class", [False, True])
+def test_tiny_multilabel_run(tmp_path, none_class):
     _needs("multilabel/coco_tiny/instances.json")
     args = ["--out", str(tmp_path / "ml"), "--limit", "32", "--val-limit", "32", "--batch-size", "16", "--epochs", "1",
-            "--image-size", "64", "--no-pretrained", "--cache-dir", str(tmp_path)]
-    card = fit(MultiLabelTask(parse_config(MultiLabelConfig, args)))
+            "--image-size", "64", "--no-pretrained", "--cache-dir", str(tmp_path)] + ["--none-class"] * none_class
+    task = MultiLabelTask(parse_config(MultiLabelConfig, args))
+    card = fit(task)
     assert 0 < card.metrics["val"]["map"] <= 1 and "test" not in card.metrics
     assert card.readout.activation == "softmax" and 0 < card.readout.threshold < 1
+    assert card.readout.none_class is none_class and card.model["heads"]["classes"] == 20 + none_class
+    empty = [r for r in task.records("train") if not (r.present or r.ambiguous)]
+    assert bool(empty) is none_class  # the images without any VOC object are trained on only as "none"
+    result = MultiLabelPredictor(tmp_path / "ml" / "multilabel.safetensors", "cpu").predict_images([Image.new("RGB", (80, 60), "red")])[0]
+    assert len(result["scores"]) == 20 and ("none" in result) is none_class
 
 
 def test_tiny_seg_run(tmp_path):

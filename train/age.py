@@ -50,6 +50,8 @@ class AgeConfig(TrainConfig):
                              "(half the batch's faces, two views each); 0 = off")
     consistency_gray: float = opt(0.0, "with consistency: the probability that a pair's second view is also turned grayscale "
                                   "(color and gray views of one face then have to agree)")
+    mixup: float = opt(0.0, "mixup: blend each face with another of the batch by a weight drawn from Beta(a, a) and train on "
+                       "the same blend of their label distributions; a = this value (0.2 is gentle), 0 = off")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
@@ -62,6 +64,8 @@ class AgeTask(Task):
     name = "age"
 
     def __init__(self, config: AgeConfig):
+        if config.mixup > 0 and config.consistency > 0:
+            raise SystemExit("choose --mixup or --consistency: mixing would break the consistency term's pairs of views")
         self.config = config
         self.bins = bin_grid(0, config.age_max, 1)
         self.template: dict[str, Any] = {}
@@ -104,10 +108,29 @@ class AgeTask(Task):
             second = torch.arange(len(x), device=x.device) >= len(x) // 2
             turn = second & (torch.rand(len(x), device=x.device) < c.consistency_gray)
             x[turn] = luma(x[turn]).expand(-1, 3, -1, -1)
+        if c.mixup > 0:
+            x, labels = self._mix(x, labels)
         return color_jitter(normalize(x.mul_(255))), labels
 
+    def _mix(self, x: torch.Tensor, ages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup: each face blended with a random other one of the batch; the labels become rows of
+        (age, other age, weight) so that the loss can blend the two label distributions alike."""
+        other = torch.randperm(len(x), device=x.device)
+        w = torch.distributions.Beta(self.config.mixup, self.config.mixup).sample((len(x),)).to(x.device)
+        w = torch.maximum(w, 1 - w)  # the first face always dominates: the blend stays a blend of *it*
+        x = x * w[:, None, None, None] + x[other] * (1 - w[:, None, None, None])
+        return x, torch.stack([ages, ages[other], w], 1)
+
+    def _target(self, ages: torch.Tensor) -> torch.Tensor:
+        return gaussian_1d(ages, self.bins, self.config.sigma + self.config.sigma_slope * ages.clamp(min=0))
+
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        target = gaussian_1d(labels, self.bins, self.config.sigma + self.config.sigma_slope * labels.clamp(min=0))
+        if labels.ndim == 2:  # mixup rows: (age, other age, weight)
+            a, b, w = labels.unbind(1)
+            target = w[:, None] * self._target(a) + (1 - w[:, None]) * self._target(b)
+            labels = w * a + (1 - w) * b
+        else:
+            target = self._target(labels)
         loss = dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam)
         if self.config.consistency > 0:
             first, second = outputs["age"].chunk(2)

@@ -35,7 +35,7 @@ from dldl_core.data import VOC_CLASSES, MultiLabelRecord, data_root, image_cache
 from dldl_core.distributions import multilabel_distribution
 from dldl_core.losses import kl_from_logits
 from dldl_core.metrics import mean_average_precision
-from dldl_core.multilabel import image_scores, name_present
+from dldl_core.multilabel import image_scores, name_present, split_none
 from dldl_core.transforms import batches, color_jitter, normalize, random_affine
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
@@ -63,6 +63,8 @@ class MultiLabelConfig(TrainConfig):
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast")
     folds: int = opt(0, "cross-validation on train: with K > 1 folds, train on the other folds of train and validate on --fold (val is not read)")
     fold: int = opt(0, "the held-out fold of train, 0..folds-1")
+    none_class: bool = opt(False, "kl: add a 21st class, \"none of these\", and train on the images without any VOC object "
+                           "too (their whole mass on it), so that the distribution can say the photo holds none of the classes")
 
 
 # ImageNet-1k class indices that are instances of each VOC class (person has none). With 189
@@ -110,11 +112,13 @@ class MultiLabelTask(Task):
     def __init__(self, config: MultiLabelConfig):
         if config.loss not in ("kl", "bce"):
             raise ValueError(f"unknown loss {config.loss!r}; choose kl or bce")
+        if config.none_class and (config.loss != "kl" or config.voc):
+            raise SystemExit("--none-class needs --loss kl and COCO tiny (its images without VOC objects are the none class)")
         self.config = config
         self.threshold = 0.5
 
     def heads(self) -> dict[str, Any]:
-        return {"classes": len(VOC_CLASSES)}
+        return {"classes": len(VOC_CLASSES) + self.config.none_class}
 
     def build_model(self, pretrained: bool) -> nn.Module:
         model = super().build_model(pretrained)
@@ -125,9 +129,9 @@ class MultiLabelTask(Task):
     def records(self, split: str) -> list[MultiLabelRecord]:
         c = self.config
         if c.folds > 1 and split in ("train", "val"):  # cross-validation: both come from train
-            rows = read_voc(c.voc, "train") if c.voc else read_coco_multilabel(c.data, "train", c.small_area)
+            rows = read_voc(c.voc, "train") if c.voc else read_coco_multilabel(c.data, "train", c.small_area, c.none_class)
             return [r for i, r in enumerate(rows) if (i % c.folds == c.fold) == (split == "val")]
-        return read_voc(c.voc, split) if c.voc else read_coco_multilabel(c.data, split, c.small_area)
+        return read_voc(c.voc, split) if c.voc else read_coco_multilabel(c.data, split, c.small_area, c.none_class)
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
         rows = self.records(split)
@@ -144,7 +148,7 @@ class MultiLabelTask(Task):
         present, ambiguous = labels[:, 0] > 0, labels[:, 1] > 0
         if self.config.loss == "bce":
             return F.binary_cross_entropy_with_logits(z.float(), (present | ambiguous).float())
-        return kl_from_logits(z, multilabel_distribution(present, ambiguous, self.config.ambiguous_weight))
+        return kl_from_logits(z, multilabel_distribution(present, ambiguous, self.config.ambiguous_weight, self.config.none_class))
 
     def scores(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
         return image_scores(model.eval(), batches(images, device, 64), self.activation)
@@ -154,6 +158,9 @@ class MultiLabelTask(Task):
         return "sigmoid" if self.config.loss == "bce" else "softmax"
 
     def _metrics(self, scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> dict[str, float]:
+        """mAP and F1 over the VOC classes (with ``none_class`` over every image, those without
+        any VOC object included: negatives for every class)."""
+        scores, _ = split_none(scores, len(VOC_CLASSES))
         truth = positives(labels)
         m, per = mean_average_precision(scores, truth)
         named = name_present(scores, threshold)
@@ -178,14 +185,16 @@ class MultiLabelTask(Task):
             "input": input_card(c.image_size, {"kind": "whole image resized to a square"}),
             "classes": list(VOC_CLASSES),
             "readout": {"activation": self.activation, "threshold": self.threshold,
+                        "none_class": c.none_class,
                         "rule": "a class is named present when its score reaches the threshold (best F1 on val)"},
             "data": {
                 "dataset": f"PASCAL VOC folder {c.voc}" if c.voc else "COCO tiny, ../shared/data/multilabel/coco_tiny, COCO names mapped to the 20 VOC classes",
                 "root": str(c.voc or data_root(c.data)),
                 "labels": "KL to the label distribution: present classes 1, classes seen only through ambiguous objects "
-                f"{c.ambiguous_weight}, normalised" if c.loss == "kl" else "per-class binary cross-entropy (baseline)",
+                f"{c.ambiguous_weight}, normalised" + ("; images without any VOC object: all mass on 'none of these'" if c.none_class else "")
+                if c.loss == "kl" else "per-class binary cross-entropy (baseline)",
                 "ambiguous": "VOC difficult flags" if c.voc else f"iscrowd or area < {c.small_area:g} px",
-                "train": "split == train",
+                "train": "split == train" + (", the images without any VOC object included" if c.none_class else ""),
                 "select": (f"fold {c.fold} of {c.folds} of train (cross-validation)" if c.folds > 1 else "split == val")
                 + (" (best epoch by mAP" if c.keep == "best" else " (last epoch kept, val only reported") + "; naming threshold by F1)",
                 "test": "none: val is the reported split",
