@@ -22,7 +22,7 @@ from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import data_root, read_camvid, read_pose
-from dldl_core.faces import FaceDetector
+from dldl_core.faces import Face, FaceDetector
 from dldl_core.paths import shipped_weights
 from dldl_core.pose import rotate_in_plane
 from dldl_core.predict import PosePredictor
@@ -52,14 +52,21 @@ def face_free_images(data: str | None) -> list:
                                                     for im in coco["images"] if im["id"] not in person]
 
 
-def false_detections(data: str | None, detector: FaceDetector) -> str:
-    """A table row-pair of the faces the detector finds on face-free photos, with the old (stock
-    MTCNN, score 0.9) and the shipped settings."""
+def detectors(device: str | torch.device = "cpu") -> dict[str, FaceDetector]:
+    """The detectors the tables compare: stock MTCNN and the shipped settings."""
+    return {"stock MTCNN (score >= 0.9)": FaceDetector.stock(device), "shipped detector settings": FaceDetector(device)}
+
+
+def labelled_face(faces: list[Face], box: list[float], min_iou: float = 0.3) -> Face | None:
+    """The detected face that overlaps the labelled ``box`` most, if it overlaps by ``min_iou``."""
+    best = max(faces, key=lambda f: box_iou(f.box, box), default=None)
+    return best if best is not None and box_iou(best.box, box) >= min_iou else None
+
+
+def false_detections(data: str | None, compared: dict[str, FaceDetector]) -> str:
+    """A table of the faces each detector finds on face-free photos."""
     paths = face_free_images(data)
-    stock = FaceDetector.stock(detector.mtcnn.device)
-    counts = {}
-    for name, d in (("stock MTCNN (score >= 0.9)", stock), ("shipped detector settings", detector)):
-        counts[name] = sum(len(d.detect(Image.open(p).convert("RGB"))) for p in paths)
+    counts = {name: sum(len(d.detect(Image.open(p).convert("RGB"))) for p in paths) for name, d in compared.items()}
     rows = "\n".join(f"| {name} | {n} |" for name, n in counts.items())
     return f"| false faces on {len(paths)} face-free photos (CamVid frames, COCO without people) | count |\n|---|---|\n{rows}"
 
@@ -87,15 +94,14 @@ def validation(weights: list[str], data: str | None, degrees: float = 30.0, agre
     return "\n".join(lines)
 
 
-def detection_validation(data: str | None) -> str:
-    """How many AFLW val faces (never AFLW2000) stock MTCNN and the shipped detector settings find
-    (a detection within IoU 0.3 of the labelled box): where the detector's defaults were chosen,
-    with the false faces of ``false_detections``."""
+def detection_validation(data: str | None, compared: dict[str, FaceDetector]) -> str:
+    """How many AFLW val faces (never AFLW2000) each detector finds (``labelled_face``): where the
+    detector's defaults were chosen, with the false faces of ``false_detections``."""
     rows = read_pose("aflw", data, "val")
     images = [Image.open(r.path).convert("RGB") for r in rows]
     lines = ["| detector | AFLW val faces found |", "|---|---|"]
-    for name, d in (("stock MTCNN (score >= 0.9)", FaceDetector.stock()), ("shipped detector settings", FaceDetector())):
-        found = sum(any(box_iou(f.box, list(r.box)) >= 0.3 for f in d.detect(im)) for im, r in zip(images, rows))
+    for name, d in compared.items():
+        found = sum(labelled_face(d.detect(im), list(r.box)) is not None for im, r in zip(images, rows))
         lines.append(f"| {name} | {found} of {len(rows)} ({found / len(rows):.1%}) |")
     return "\n".join(lines)
 
@@ -114,9 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.validation is not None:
         print(validation(args.validation or [args.weights], args.data))
         print()
-        print(detection_validation(args.data))
+        compared = detectors()
+        print(detection_validation(args.data, compared))
         print()
-        print(false_detections(args.data, FaceDetector()))
+        print(false_detections(args.data, compared))
         return
 
     rows = read_pose("aflw2000", args.data)
@@ -136,19 +143,19 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|")
     print(_row("given boxes", errors(out, true), len(rows)))
     if not args.no_detect:
-        detector = FaceDetector(device=pose.device)
+        compared = detectors(pose.device)
+        detector = compared["shipped detector settings"]
         found, det_out = [], []
         for i, (im, r) in enumerate(zip(images, rows)):
-            faces = detector.detect(im)
-            best = max(faces, key=lambda f: box_iou(f.box, list(r.box)), default=None)
-            if best is not None and box_iou(best.box, list(r.box)) >= 0.3:
+            best = labelled_face(detector.detect(im), list(r.box))
+            if best is not None:
                 found.append(i)
                 det_out.append(pose.crop(im, best))
         det_pred = pose.predict_crops(det_out)
         print(_row("MTCNN detections", errors(det_pred, true[found]), len(rows)))
         print(_row("given boxes, same faces", errors([out[i] for i in found], true[found]), len(found)))
         print()
-        print(false_detections(args.data, detector))
+        print(false_detections(args.data, compared))
     print()
     print("| speed | ms |")
     print("|---|---|")

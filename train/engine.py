@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import math
 import os
 import sys
@@ -273,14 +274,27 @@ def _initial_model(task: Task, fresh: bool) -> nn.Module:
     if cfg.init and fresh:
         from dldl_core.checkpoint import load_checkpoint
 
-        states = [load_checkpoint(path)[0].state_dict() for path in _init_paths(cfg)]
+        states = [load_checkpoint(path)[0].state_dict() for path in _init_paths(cfg.init)]
         # batch-norm counters (integers) are taken from the first
         model.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v for k, v in states[0].items()})
     return model
 
 
-def _init_paths(cfg: TrainConfig) -> list[str]:
-    return [p.strip() for p in (cfg.init or "").split(",") if p.strip()]
+def _init_paths(init: str | None) -> list[str]:
+    """``--init``'s checkpoints (comma-separated)."""
+    return [p.strip() for p in (init or "").split(",") if p.strip()]
+
+
+@functools.cache
+def _init_provenance(init: str) -> dict[str, Any]:
+    """What ``--init`` started from, read from its cards once per run (every saved card repeats it)."""
+    from dldl_core.checkpoint import read_card
+
+    starts = []
+    for path in _init_paths(init):
+        trained = read_card(path).training
+        starts.append({"weights": path, "command": trained["command"], "date": trained["date"]})
+    return starts[0] if len(starts) == 1 else {"weights": init, "averaged": starts}
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device) -> _Optim:
@@ -311,7 +325,7 @@ def _train_epoch(
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = optim.scaler.is_enabled()  # AMP on CUDA only, as the optimiser's scaler was built
     g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on every rank
     perm = torch.randperm(len(train_x), generator=g)
     glob = cfg.batch_size * d.world
@@ -411,9 +425,5 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
         "history": history,
     }
     if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
-        from dldl_core.checkpoint import read_card
-
-        trained = {path: read_card(path).training for path in _init_paths(cfg)}
-        starts = [{"weights": path, "command": t["command"], "date": t["date"]} for path, t in trained.items()]
-        training["init"] = starts[0] if len(starts) == 1 else {"weights": cfg.init, "averaged": starts}
+        training["init"] = _init_provenance(cfg.init)
     return ModelCard.from_json({"task": task.name, "model": task.model_spec(), **task.card(), "training": training, "metrics": metrics})
