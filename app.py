@@ -362,9 +362,10 @@ def build() -> gr.Blocks:
                 live.stream(webcam_frame, [live, session], [live_view, live_text, session], stream_every=0.25, time_limit=120, concurrency_limit=4)
         with gr.Tab("Video"):
             gr.Markdown(
-                "Every face tracked through a clip. A person's age is the same in every frame, so each frame's age "
-                "distribution is pooled into one that narrows as evidence accumulates (frames of one clip are not "
-                "independent, so it narrows only so far); head pose is filtered from frame to frame. "
+                "Every face tracked through a clip. A person's age is the same in every frame, so the frames' age "
+                "distributions are pooled into one: a steadier reading, whose range narrows only as far as the frames "
+                "are independent evidence (one face's frames share most of their error, so not far); head pose is "
+                "filtered from frame to frame. "
                 f"The first {MAX_VIDEO_S} s of a clip are analysed."
             )
             with gr.Row():

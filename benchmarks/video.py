@@ -8,9 +8,11 @@ stills, each frame changed the way a hand-held camera changes it:
   changing scale and brightness, JPEG at a quality drawn per frame (35-95),
   occasional blur and sensor noise. Reported: the single-frame MAE and 80%
   coverage, the fused MAE and coverage at the end of the clip and over every
-  frame shown, the frame-to-frame jitter of the shown age (standard deviation
+  frame shown (each a mean over clips, a clip counting once), the frame-to-frame jitter of the shown age (standard deviation
   of successive differences) raw and fused, and the fused coverage for several
-  frame correlations (the tempering of the pooled evidence).
+  frame correlations (the tempering of the pooled evidence), and the error of
+  the plain average of a clip's frame means: the part of the error that every
+  frame of a clip shares, which no fusion of its frames removes.
 - **pose, still**: AFLW2000 faces held still for 30 frames under the same
   changes; the jitter of yaw, pitch and roll raw and filtered, for several
   motion settings of the filter.
@@ -92,14 +94,18 @@ def age_clips(split: str, clips: int, data: str | None, seed: int) -> None:
     rows = read_utkface(data, split)
     rng = np.random.default_rng(seed)
     chosen = [rows[i] for i in rng.choice(len(rows), clips, replace=False)]
-    raw_err, raw_cov, raw_jit, missed = [], [], [], 0
-    end: dict[float, list] = {c: [] for c in CORRELATIONS}  # (error, covered) at the clip's end
-    shown: dict[float, list] = {c: [] for c in CORRELATIONS}  # (error, covered) at every frame
+    # Every figure is a mean over clips (a clip counts once, however many frames it has), so that
+    # the per-frame rows and the fused rows weigh the same faces alike.
+    raw: list[tuple[float, float]] = []  # per clip: mean (error, covered) of its frames read alone
+    raw_jit, clip_mean_err, missed = [], [], 0  # clip_mean_err: |mean of its frames' means - true age|
+    end: dict[float, list] = {c: [] for c in CORRELATIONS}  # per clip: (error, covered) fused at its end
+    shown: dict[float, list] = {c: [] for c in CORRELATIONS}  # per clip: mean (error, covered) fused at each frame
     fused_jit: dict[float, list] = {c: [] for c in CORRELATIONS}
     for r in chosen:
         chip = Image.open(r.path).convert("RGB")
         evidence = AgeEvidence(len(age.bins))
-        means, fused_means = [], {c: [] for c in CORRELATIONS}
+        means, frames = [], []
+        fused: dict[float, list] = {c: [] for c in CORRELATIONS}  # (mean, error, covered) at each frame
         for frame, box, _ in camera(chip, rng, int(rng.integers(30, 61)), rng.uniform(150, 260)):
             face = the_face(detector.detect(frame), box)
             if face is None:
@@ -110,30 +116,34 @@ def age_clips(split: str, clips: int, data: str | None, seed: int) -> None:
             m = float(expectation(p[None], age.bins)[0])
             lo, hi = credible_interval(p[None], age.bins, age.level)[0].tolist()
             means.append(m)
-            raw_err.append(abs(m - r.age))
-            raw_cov.append(lo <= r.age <= hi)
+            frames.append((abs(m - r.age), lo <= r.age <= hi))
             for c in CORRELATIONS:
                 f = evidence.fused(c)[None]
                 fm = float(expectation(f, age.bins)[0])
                 flo, fhi = credible_interval(f, age.bins, age.level)[0].tolist()
-                fused_means[c].append(fm)
-                shown[c].append((abs(fm - r.age), flo <= r.age <= fhi))
+                fused[c].append((fm, abs(fm - r.age), flo <= r.age <= fhi))
         if not means:
             missed += 1
             continue
+        raw.append(tuple(np.mean(frames, 0)))
         raw_jit.append(jitter(np.array(means)))
+        clip_mean_err.append(abs(np.mean(means) - r.age))
         for c in CORRELATIONS:
-            end[c].append(shown[c][-1])
-            fused_jit[c].append(jitter(np.array(fused_means[c])))
+            f = np.array(fused[c], float)
+            end[c].append(tuple(f[-1, 1:]))
+            shown[c].append(tuple(f[:, 1:].mean(0)))
+            fused_jit[c].append(jitter(f[:, 0]))
     default = analyzer.correlation
     print(f"\n## Age: {len(chosen)} UTKFace {split} faces, 30-60 frames each ({missed} never detected)\n")
     print("| shown age | MAE (years) | 80% interval coverage | jitter (years, frame to frame) |")
     print("|---|---|---|---|")
-    print(f"| each frame on its own | {np.mean(raw_err):.2f} | {np.mean(raw_cov):.3f} | {np.nanmean(raw_jit):.2f} |")
+    a = np.array(raw, float)
+    print(f"| each frame on its own | {a[:, 0].mean():.2f} | {a[:, 1].mean():.3f} | {np.nanmean(raw_jit):.2f} |")
     e = np.array(end[default], float)
     s = np.array(shown[default], float)
     print(f"| fused, at the clip's end (correlation {default}) | {e[:, 0].mean():.2f} | {e[:, 1].mean():.3f} | |")
     print(f"| fused, every frame shown (correlation {default}) | {s[:, 0].mean():.2f} | {s[:, 1].mean():.3f} | {np.nanmean(fused_jit[default]):.3f} |")
+    print(f"| the plain average of the clip's frame means (no interval) | {np.mean(clip_mean_err):.2f} | | |")
     print("\nFused at the clip's end, by the frame correlation assumed in the pooling:\n")
     print("| correlation | effective frames of 45 | MAE | coverage | jitter |")
     print("|---|---|---|---|---|")

@@ -133,7 +133,8 @@ def age_chart(faces: list[dict[str, Any]], max_faces: int = 6, level: float = 0.
 def age_track_chart(rows: list[dict[str, Any]], tracks: list[dict[str, Any]], fps: float, max_tracks: int = 6, level: float = 0.8) -> Figure:
     """One panel per track (at most ``max_tracks``) of a clip's frame rows (``clip.ClipAnalyzer``):
     each frame's own expected age and interval (light) against the fused ones (dark) over time, so
-    the interval can be seen narrowing as evidence accumulates."""
+    the steadier fused reading can be seen against the frames' own (and its interval narrowing, as far as
+    the frames are independent evidence)."""
     shown = [t for t in tracks if "age" in t][:max_tracks]
     fig, axes = _panels(len(shown), 4.2, 3.2)
     for track, ax in zip(shown, axes):

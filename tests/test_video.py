@@ -195,8 +195,12 @@ def test_predict_video_tracks_two_people_and_fuses_their_age(tmp_path):
     last = frames[-1]["faces"][0]
     assert {"age", "age_fused", "pose", "pose_filtered"} <= set(last)
     assert last["age_fused"]["frames"] == 12
-    fused_width = np.diff(last["age_fused"]["interval"])[0]
-    assert fused_width < np.mean([np.diff(f["faces"][0]["age"]["interval"])[0] for f in frames])
+    own = [next(f for f in r["faces"] if f["track"] == last["track"])["age"] for r in frames]
+    assert min(a["mean"] for a in own) <= last["age_fused"]["mean"] <= max(a["mean"] for a in own)
+    # Pooled as the frames' consensus, not as 12 independent readings (whose product would be
+    # about sqrt(12) = 3.5 times narrower): the fused interval is about as wide as a frame's own.
+    widths = [np.diff(a["interval"])[0] for a in own]
+    assert 0.6 * min(widths) <= np.diff(last["age_fused"]["interval"])[0] <= max(widths) + 1
     assert abs(sum(tracks[0]["age"]["probs"]) - 1) < 1e-3
     info, out = read_video(annotated)
     assert (info.width, info.height) == (320, 240) and len(list(out)) == 12
