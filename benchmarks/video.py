@@ -8,8 +8,9 @@ stills, each frame changed the way a hand-held camera changes it:
   changing scale and brightness, JPEG at a quality drawn per frame (35-95),
   occasional blur and sensor noise. Reported: the single-frame MAE and 80%
   coverage, the fused MAE and coverage at the end of the clip and over every
-  frame shown (each a mean over clips, a clip counting once), the frame-to-frame jitter of the shown age (standard deviation
-  of successive differences) raw and fused, and the fused coverage for several
+  frame shown (each a mean over clips, a clip counting once), the
+  frame-to-frame jitter of the shown age (standard deviation of successive
+  differences) raw and fused, and the fused coverage for several
   frame correlations (the tempering of the pooled evidence), and the error of
   the plain average of a clip's frame means: the part of the error that every
   frame of a clip shares, which no fusion of its frames removes.
@@ -96,61 +97,55 @@ def age_clips(split: str, clips: int, data: str | None, seed: int) -> None:
     chosen = [rows[i] for i in rng.choice(len(rows), clips, replace=False)]
     # Every figure is a mean over clips (a clip counts once, however many frames it has), so that
     # the per-frame rows and the fused rows weigh the same faces alike.
-    raw: list[tuple[float, float]] = []  # per clip: mean (error, covered) of its frames read alone
-    raw_jit, clip_mean_err, missed = [], [], 0  # clip_mean_err: |mean of its frames' means - true age|
-    end: dict[float, list] = {c: [] for c in CORRELATIONS}  # per clip: (error, covered) fused at its end
-    shown: dict[float, list] = {c: [] for c in CORRELATIONS}  # per clip: mean (error, covered) fused at each frame
-    fused_jit: dict[float, list] = {c: [] for c in CORRELATIONS}
+    clips_read, missed = [], 0  # per clip (frames, 1 + correlations, 3): the shown mean, its error, covered
     for r in chosen:
         chip = Image.open(r.path).convert("RGB")
         evidence = AgeEvidence(len(age.bins))
-        means, frames = [], []
-        fused: dict[float, list] = {c: [] for c in CORRELATIONS}  # (mean, error, covered) at each frame
+        reads = []
         for frame, box, _ in camera(chip, rng, int(rng.integers(30, 61)), rng.uniform(150, 260)):
             face = the_face(detector.detect(frame), box)
             if face is None:
                 continue
             probs, _ = analyzer.distributions(frame, [face])
-            p = probs[0]
-            evidence.add(p)
-            m = float(expectation(p[None], age.bins)[0])
-            lo, hi = credible_interval(p[None], age.bins, age.level)[0].tolist()
-            means.append(m)
-            frames.append((abs(m - r.age), lo <= r.age <= hi))
-            for c in CORRELATIONS:
-                f = evidence.fused(c)[None]
-                fm = float(expectation(f, age.bins)[0])
-                flo, fhi = credible_interval(f, age.bins, age.level)[0].tolist()
-                fused[c].append((fm, abs(fm - r.age), flo <= r.age <= fhi))
-        if not means:
+            evidence.add(probs[0])
+            shown = torch.stack([probs[0], *(evidence.fused(c) for c in CORRELATIONS)])  # the frame's own, then fused
+            m = expectation(shown, age.bins)
+            lo, hi = credible_interval(shown, age.bins, age.level).unbind(1)
+            reads.append(torch.stack([m, m - r.age, ((lo <= r.age) & (r.age <= hi)).to(m)], 1).numpy())
+        if not reads:
             missed += 1
             continue
-        raw.append(tuple(np.mean(frames, 0)))
-        raw_jit.append(jitter(np.array(means)))
-        clip_mean_err.append(abs(np.mean(means) - r.age))
-        for c in CORRELATIONS:
-            f = np.array(fused[c], float)
-            end[c].append(tuple(f[-1, 1:]))
-            shown[c].append(tuple(f[:, 1:].mean(0)))
-            fused_jit[c].append(jitter(f[:, 0]))
+        clips_read.append(np.array(reads, float))
+
+    def every_frame(j: int) -> tuple[float, float, float]:
+        """Column ``j`` (0: each frame on its own, k: fused with ``CORRELATIONS[k - 1]``) over every frame
+        shown: MAE, coverage and jitter, each a mean over clips."""
+        per_clip = [(np.abs(c[:, j, 1]).mean(), c[:, j, 2].mean(), jitter(c[:, j, 0])) for c in clips_read]
+        return tuple(np.nanmean(per_clip, 0))
+
+    def at_end(j: int) -> tuple[float, float]:
+        """Column ``j`` at each clip's last frame: MAE and coverage."""
+        return np.abs([c[-1, j, 1] for c in clips_read]).mean(), np.mean([c[-1, j, 2] for c in clips_read])
+
     default = analyzer.correlation
+    k = 1 + CORRELATIONS.index(default)
     print(f"\n## Age: {len(chosen)} UTKFace {split} faces, 30-60 frames each ({missed} never detected)\n")
     print("| shown age | MAE (years) | 80% interval coverage | jitter (years, frame to frame) |")
     print("|---|---|---|---|")
-    a = np.array(raw, float)
-    print(f"| each frame on its own | {a[:, 0].mean():.2f} | {a[:, 1].mean():.3f} | {np.nanmean(raw_jit):.2f} |")
-    e = np.array(end[default], float)
-    s = np.array(shown[default], float)
-    print(f"| fused, at the clip's end (correlation {default}) | {e[:, 0].mean():.2f} | {e[:, 1].mean():.3f} | |")
-    print(f"| fused, every frame shown (correlation {default}) | {s[:, 0].mean():.2f} | {s[:, 1].mean():.3f} | {np.nanmean(fused_jit[default]):.3f} |")
-    print(f"| the plain average of the clip's frame means (no interval) | {np.mean(clip_mean_err):.2f} | | |")
+    err, cov, jit = every_frame(0)
+    print(f"| each frame on its own | {err:.2f} | {cov:.3f} | {jit:.2f} |")
+    err, cov = at_end(k)
+    print(f"| fused, at the clip's end (correlation {default}) | {err:.2f} | {cov:.3f} | |")
+    err, cov, jit = every_frame(k)
+    print(f"| fused, every frame shown (correlation {default}) | {err:.2f} | {cov:.3f} | {jit:.3f} |")
+    plain = np.mean([abs(c[:, 0, 1].mean()) for c in clips_read])  # mean(frame means) - age = mean(frame errors)
+    print(f"| the plain average of the clip's frame means (no interval) | {plain:.2f} | | |")
     print("\nFused at the clip's end, by the frame correlation assumed in the pooling:\n")
     print("| correlation | effective frames of 45 | MAE | coverage | jitter |")
     print("|---|---|---|---|---|")
-    for c in CORRELATIONS:
-        e = np.array(end[c], float)
-        n_eff = 45 / (1 + 44 * c)
-        print(f"| {c}{' (default)' if c == default else ''} | {n_eff:.1f} | {e[:, 0].mean():.2f} | {e[:, 1].mean():.3f} | {np.nanmean(fused_jit[c]):.3f} |")
+    for j, c in enumerate(CORRELATIONS, 1):
+        err, cov = at_end(j)
+        print(f"| {c}{' (default)' if c == default else ''} | {45 / (1 + 44 * c):.1f} | {err:.2f} | {cov:.3f} | {every_frame(j)[2]:.3f} |")
 
 
 def pose_clips(clips: int, data: str | None, seed: int) -> None:

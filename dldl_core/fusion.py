@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 TINY = 1e-12  # floor on probabilities before taking logs: a bin the model calls impossible stays possible
 # Chosen on clips built from UTKFace val faces (``python -m benchmarks.video --split val --clips 200``):
-# the smallest correlation whose fused 80% interval still covers 80% of true ages at a clip's end.
+# the correlation whose fused 80% interval at a clip's end comes nearest to covering 80% of true ages.
 # With the age model trained on these very degradations it is 1 (0.795; 0.8 covers 0.745): a face's
 # error is its own, the same in every frame, so more frames make the shown age steadier but may not
 # make its interval narrower.
