@@ -50,6 +50,22 @@ class DistributionNet(nn.Module):
         return {name: head(f) for name, head in self.heads.items()}
 
 
+class EnsembleNet(nn.Module):
+    """Several trained networks with the same heads read as one: each head's logits are the
+    members' mean (log-linear pooling of their distributions; the card's temperature then applies
+    to the pooled logits). Members may differ in backbone; they share the input size and
+    normalisation. Networks of different architectures err differently, so the pooled reading is
+    better than either (docs/models/age.md)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = [m(x) for m in self.members]
+        return {k: torch.stack([o[k] for o in outs]).mean(0) for k in outs[0]}
+
+
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -97,9 +113,14 @@ def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
 
     ``{"backbone", "heads", "dropout"}`` is a ``DistributionNet``; with ``"architecture":
     "segmentation"`` it is a ``SegmentationNet`` whose ``heads`` are ``{"classes": {"classes": C,
-    "width": W}}``.
+    "width": W}}``; with ``"architecture": "ensemble"`` it is an ``EnsembleNet`` of the networks
+    its ``members`` (a list of such sections) describe, all with its ``heads``.
     """
     architecture = spec.get("architecture", "distribution")
+    if architecture == "ensemble":
+        if any(m.get("heads") != spec["heads"] for m in spec["members"]):
+            raise ValueError("an ensemble's members must all have the ensemble's heads")
+        return EnsembleNet([build_model(m, pretrained) for m in spec["members"]])
     if architecture == "segmentation":
         head = spec["heads"]["classes"]
         return SegmentationNet(spec["backbone"], int(head["classes"]), int(head["width"]), spec.get("dropout", 0.0), pretrained)

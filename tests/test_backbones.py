@@ -66,3 +66,19 @@ def test_batch_norm_folds_into_efficientnet_lite():
         got = folded(x)["classes"]
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_an_ensemble_of_two_backbones_reads_their_mean_and_folds():
+    from dldl_core.models import build_model, fold_batchnorm
+
+    heads = {"age": 11}
+    spec = {"architecture": "ensemble", "heads": heads, "members": [
+        {"backbone": "mobilenet_v2", "heads": heads}, {"backbone": "efficientnet_lite0", "heads": heads}]}
+    model = build_model(spec).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        want = (model.members[0](x)["age"] + model.members[1](x)["age"]) / 2
+        assert torch.allclose(model(x)["age"], want, atol=1e-5)
+        assert torch.allclose(fold_batchnorm(model)(x)["age"], want, atol=1e-4)
+    with pytest.raises(ValueError, match="heads"):
+        build_model({**spec, "members": [{"backbone": "mobilenet_v2", "heads": {"age": 5}}]})

@@ -75,6 +75,15 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     mixed, _ = load_checkpoint(tmp_path / "soup" / "age.safetensors")
     w = "heads.age.weight"
     assert torch.allclose(mixed.state_dict()[w], (first.state_dict()[w] + resumed.state_dict()[w]) / 2)
+    # --ensemble keeps them whole: one network whose logits are the members' mean
+    both = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", inits, "--ensemble", "--out", str(tmp_path / "ens")])))
+    assert both.model["architecture"] == "ensemble" and len(both.training["init"]["ensemble"]) == 2
+    ensemble, _ = load_checkpoint(tmp_path / "ens" / "age.safetensors")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ensemble(x)["age"], (first(x)["age"] + resumed(x)["age"]) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="does not train"):
+        fit(AgeTask(parse_config(AgeConfig, common + ["--init", inits, "--ensemble"])))
     with pytest.raises(ValueError, match="needs --init"):
         fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0"])))
 

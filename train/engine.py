@@ -58,6 +58,8 @@ class TrainConfig:
     pretrained: bool = opt(True, "start from the backbone's ImageNet weights")
     init: str | None = opt(None, "start from the weights of this trained checkpoint (.safetensors of the same task and model) instead; "
                            "several, comma-separated, are averaged weight by weight (a model soup of fine-tunes of one model)")
+    ensemble: bool = opt(False, "with --epochs 0 and several --init checkpoints: keep them whole as an ensemble (their logits "
+                         "averaged at every reading) instead of averaging their weights; the members may differ in backbone")
     dropout: float = opt(0.2, "dropout before the distribution heads")
     val_limit: int = opt(0, "evaluate on the first N val rows only (0 = all)")
     skip_test: bool = opt(False, "do not evaluate on the test split at the end")
@@ -82,6 +84,10 @@ class Task:
     def model_spec(self) -> dict[str, Any]:
         """The card's ``model`` section, from which ``dldl_core.models.build_model`` rebuilds the network."""
         c = self.config
+        if c.ensemble:
+            from dldl_core.checkpoint import read_card
+
+            return {"architecture": "ensemble", "heads": self.heads(), "members": [read_card(p).model for p in _init_paths(c.init)]}
         return {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout}
 
     def build_model(self, pretrained: bool) -> nn.Module:
@@ -205,6 +211,8 @@ def fit(task: Task) -> ModelCard | None:
     cfg = task.config
     if cfg.epochs == 0 and not cfg.init:
         raise ValueError("--epochs 0 needs --init: it calibrates and evaluates a trained model without training it")
+    if cfg.ensemble and (cfg.epochs or len(_init_paths(cfg.init)) < 2):
+        raise ValueError("--ensemble needs --epochs 0 and two or more --init checkpoints: it combines trained models, it does not train")
     d, device = _setup(cfg)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + d.rank)  # DDP copies rank 0's initial weights; augmentation differs per rank
@@ -230,7 +238,7 @@ def fit(task: Task) -> ModelCard | None:
     steps_per_epoch = len(train_x) // (cfg.batch_size * d.world)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_x)} training rows are fewer than one global batch of {cfg.batch_size * d.world}")
-    optim = _optimizer(model, cfg, steps_per_epoch, device)
+    optim = None if cfg.ensemble else _optimizer(model, cfg, steps_per_epoch, device)  # an ensemble is not trained
     start_epoch, best, history = 0, None, []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -274,6 +282,10 @@ def _initial_model(task: Task, fresh: bool) -> nn.Module:
     if cfg.init and fresh:
         from dldl_core.checkpoint import load_checkpoint
 
+        if cfg.ensemble:  # the members whole, as trained
+            model.load_state_dict({f"members.{i}.{k}": v for i, path in enumerate(_init_paths(cfg.init))
+                                   for k, v in load_checkpoint(path)[0].state_dict().items()})
+            return model
         states = [load_checkpoint(path)[0].state_dict() for path in _init_paths(cfg.init)]
         # batch-norm counters (integers) are taken from the first
         model.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v for k, v in states[0].items()})
@@ -286,7 +298,7 @@ def _init_paths(init: str | None) -> list[str]:
 
 
 @functools.cache
-def _init_provenance(init: str) -> dict[str, Any]:
+def _init_provenance(init: str, ensemble: bool) -> dict[str, Any]:
     """What ``--init`` started from, read from its cards once per run (every saved card repeats it)."""
     from dldl_core.checkpoint import read_card
 
@@ -294,7 +306,7 @@ def _init_provenance(init: str) -> dict[str, Any]:
     for path in _init_paths(init):
         trained = read_card(path).training
         starts.append({"weights": path, "command": trained["command"], "date": trained["date"]})
-    return starts[0] if len(starts) == 1 else {"weights": init, "averaged": starts}
+    return starts[0] if len(starts) == 1 else {"weights": init, "ensemble" if ensemble else "averaged": starts}
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, device: torch.device) -> _Optim:
@@ -425,5 +437,5 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
         "history": history,
     }
     if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
-        training["init"] = _init_provenance(cfg.init)
+        training["init"] = _init_provenance(cfg.init, cfg.ensemble)
     return ModelCard.from_json({"task": task.name, "model": task.model_spec(), **task.card(), "training": training, "metrics": metrics})
