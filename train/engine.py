@@ -85,9 +85,7 @@ class Task:
         """The card's ``model`` section, from which ``dldl_core.models.build_model`` rebuilds the network."""
         c = self.config
         if c.ensemble:
-            from dldl_core.checkpoint import read_card
-
-            return {"architecture": "ensemble", "heads": self.heads(), "members": [read_card(p).model for p in _init_paths(c.init)]}
+            return {"architecture": "ensemble", "heads": self.heads(), "members": [card.model for card in _init_cards(c.init)]}
         return {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout}
 
     def build_model(self, pretrained: bool) -> nn.Module:
@@ -282,9 +280,9 @@ def _initial_model(task: Task, fresh: bool) -> nn.Module:
     if cfg.init and fresh:
         from dldl_core.checkpoint import load_checkpoint
 
-        if cfg.ensemble:  # the members whole, as trained
-            model.load_state_dict({f"members.{i}.{k}": v for i, path in enumerate(_init_paths(cfg.init))
-                                   for k, v in load_checkpoint(path)[0].state_dict().items()})
+        if cfg.ensemble:  # the members whole, as trained (build_model checked that they have the task's heads)
+            for member, path in zip(model.members, _init_paths(cfg.init)):
+                member.load_state_dict(load_checkpoint(path)[0].state_dict())
             return model
         states = [load_checkpoint(path)[0].state_dict() for path in _init_paths(cfg.init)]
         # batch-norm counters (integers) are taken from the first
@@ -298,14 +296,18 @@ def _init_paths(init: str | None) -> list[str]:
 
 
 @functools.cache
-def _init_provenance(init: str, ensemble: bool) -> dict[str, Any]:
-    """What ``--init`` started from, read from its cards once per run (every saved card repeats it)."""
+def _init_cards(init: str) -> tuple[ModelCard, ...]:
+    """``--init``'s model cards, read once per run (every saved card names them; an ensemble's
+    model section is built from them)."""
     from dldl_core.checkpoint import read_card
 
-    starts = []
-    for path in _init_paths(init):
-        trained = read_card(path).training
-        starts.append({"weights": path, "command": trained["command"], "date": trained["date"]})
+    return tuple(read_card(path) for path in _init_paths(init))
+
+
+def _init_provenance(init: str, ensemble: bool) -> dict[str, Any]:
+    """What ``--init`` started from, as its cards say (every saved card repeats it, as that file may be replaced later)."""
+    starts = [{"weights": path, "command": card.training["command"], "date": card.training["date"]}
+              for path, card in zip(_init_paths(init), _init_cards(init))]
     return starts[0] if len(starts) == 1 else {"weights": init, "ensemble" if ensemble else "averaged": starts}
 
 
