@@ -5,7 +5,11 @@ Prints, for the shipped model (or ``--weights``):
 - UTKFace test: MAE, CS(5) and 80%-interval coverage on every test chip, and through the
   full detect-and-align path on ``--detect`` of them (each chip pasted on a grey canvas);
 - degraded val: each val chip once through real codecs (JPEG 30-90, and with probability
-  1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val;
+  1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val and
+  sharpened val (Pillow's unsharp mask, seeded);
+- the age-balanced MAE: the mean of the MAEs of nine age groups (0-2, 3-9, 10-19, ..., 60-69,
+  70+; like one of the in-the-wild collections) weighed alike, on test and on each val set:
+  UTKFace's crowded twenties hide errors on the old and the young that a balanced set shows;
 - encoding consistency: for ``--consistency`` val chips, the spread (max - min, years) of the
   predicted mean over PNG, JPEG q95/q75/q50, WebP and grayscale versions;
 - the astronaut example (scikit-image's PNG, an adult in her thirties) through detection, as the
@@ -31,14 +35,15 @@ from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_utkface
-from dldl_core.degrade import ENCODINGS, degraded_copy, encode
+from dldl_core.degrade import ENCODINGS, degraded_copy, encode, sharpened_copy
 from dldl_core.examples import example_photos
-from dldl_core.metrics import cumulative_score, interval_coverage, mae
+from dldl_core.metrics import balanced_mae, cumulative_score, interval_coverage, mae
 from dldl_core.paths import shipped_weights
 from dldl_core.predict import AgePredictor, FacePipeline
 
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 AGE_GROUPS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 116))
+BALANCED_STARTS = (0, 3, 10, 20, 30, 40, 50, 60, 70)  # nine groups 0-2 .. 70+, weighed alike
 SET_HEADER = "| set | faces | MAE (years) | CS(5) | 80% interval coverage |\n|---|---|---|---|---|"
 RECORDS = Path(__file__).parent / "records"
 
@@ -46,6 +51,10 @@ RECORDS = Path(__file__).parent / "records"
 def _scores(out: list[dict], true: list[float]) -> tuple[float, float, float]:
     p, t = torch.tensor([o["mean"] for o in out]), torch.tensor(true)
     return mae(p, t), cumulative_score(p, t, 5), interval_coverage(torch.tensor([o["interval"] for o in out]), t)
+
+
+def _balanced(out: list[dict], true: list[float]) -> float:
+    return balanced_mae(torch.tensor([o["mean"] for o in out]), torch.tensor(true), BALANCED_STARTS)
 
 
 def _row(name: str, out: list[dict], true: list[float]) -> str:
@@ -65,12 +74,14 @@ def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
 
 
 def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
-    """Clean val, a seeded degraded copy through real codecs, and grayscale val."""
+    """Clean val, a seeded degraded copy through real codecs, grayscale val, and a seeded sharpened
+    copy (the camera-style sharpening of phone and studio photos, which UTKFace's soft chips lack)."""
     rng = np.random.default_rng(0)
     return {
         "clean": chips,
         "degraded (real codecs, seeded)": [degraded_copy(c, rng) for c in chips],
         "grayscale": [c.convert("L").convert("RGB") for c in chips],
+        "sharpened (unsharp mask, seeded)": [sharpened_copy(c, rng) for c in chips],
     }
 
 
@@ -81,13 +92,17 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int)
     chips, true = _chips(val), [float(r.age) for r in val]
     sets = _val_sets(chips)
     lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", "",
-             "| weights | T | " + " | ".join(sets) + " | spread median / p90 |", "|---|---|" + "---|" * len(sets) + "---|"]
+             "| weights | T | " + " | ".join(sets) + " | age-balanced MAE clean / degraded | spread median / p90 |",
+             "|---|---|" + "---|" * len(sets) + "---|---|"]
     for w in weights:
         age = AgePredictor(w, device)
-        cells = []
+        cells, balanced = [], []
         for images in sets.values():
-            m, _, cov = _scores(age.predict_crops(images), true)
+            out = age.predict_crops(images)
+            m, _, cov = _scores(out, true)
             cells.append(f"{m:.2f} / {cov:.3f}")
+            balanced.append(_balanced(out, true))
+        cells.append(f"{balanced[0]:.2f} / {balanced[1]:.2f}")
         spread = _spread(age, chips, n_spread)
         lines.append(f"| {w} | {age.temperature} | " + " | ".join(cells) + f" | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
     return "\n".join(lines)
@@ -179,8 +194,18 @@ def main(argv: list[str] | None = None) -> None:
 
     val = read_utkface(args.data, "val")
     val_chips, val_true = _chips(val), [float(r.age) for r in val]
+    balanced = {"UTKFace test, chips": _balanced(out, true)}
     for name, images in _val_sets(val_chips).items():
-        print(_row(f"UTKFace val, {name}", age.predict_crops(images), val_true))
+        val_out = age.predict_crops(images)
+        print(_row(f"UTKFace val, {name}", val_out, val_true))
+        balanced[f"UTKFace val, {name}"] = _balanced(val_out, val_true)
+    print()
+    print("Age-balanced MAE: nine age groups (0-2, 3-9, 10-19, ..., 60-69, 70+) weighed alike")
+    print()
+    print("| set | age-balanced MAE |")
+    print("|---|---|")
+    for name, value in balanced.items():
+        print(f"| {name} | {value:.2f} |")
 
     held = _held_out_rows(args)
     shown = {h["race"] for h in held}

@@ -2,8 +2,9 @@
 
 Two families with one purpose. ``random_degrade`` works on whole float batches
 on the training device (a JPEG codec simulated in torch, low resolution, blur,
-sensor noise, grayscale, white balance and gamma), so a model cannot use image
-quality or encoding as a cue for its label. ``degraded_copies`` and
+sensor noise, grayscale, white balance and gamma; on request the opposite of blur,
+the sharpening cameras and phones apply), so a model cannot use image quality or
+encoding as a cue for its label. ``degraded_copies`` and
 ``encodings`` go through the real codecs (Pillow's JPEG and WebP) to build
 evaluation sets, so what is measured is not the simulator the model trained on.
 """
@@ -96,18 +97,25 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.reshape(n, c, h, w)
 
 
+def unsharp_mask(x: torch.Tensor, sigma: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Sharpen each image of (N, C, H, W) in 0..1 as cameras do: ``x + amount (x - blur(x, sigma))``,
+    ``sigma`` and ``amount`` one per image (N,); an amount of 1 is Pillow's ``UnsharpMask`` at 100%."""
+    return (x + amount[:, None, None, None] * (x - gaussian_blur(x, sigma))).clamp(0, 1)
+
+
 def luma(x: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) grey levels of an RGB batch (N, 3, H, W), with the weights of Pillow's ``convert("L")``."""
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
 
 
-def random_degrade(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0) -> torch.Tensor:
     """Random photo degradations of a float batch (N, 3, H, W) in 0..1, each image its own draw.
 
     In order, as a camera and a web upload would apply them: white balance, gamma and
     saturation; grayscale (p 0.15); low resolution, downscaled 1.5-4x and back (p 0.3);
-    blur, sigma 0.4-1.6 px (p 0.2); sensor noise, std up to 0.04 (p 0.2); JPEG at quality
-    30-95 (p 0.8; the rest stay as they are). ``strength`` scales every probability.
+    blur, sigma 0.4-1.6 px (p 0.2), or else an unsharp mask of sigma and amount 0.5-1.5 (p
+    ``sharpen``, not scaled); sensor noise, std up to 0.04 (p 0.2); JPEG at quality 30-95 (p 0.8;
+    the rest stay as they are). ``strength`` scales every other probability.
     """
     n, dev = x.shape[0], x.device
 
@@ -131,6 +139,11 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     if blur.any():
         sigma = torch.empty(int(blur.sum()), device=dev).uniform_(0.4, 1.6)
         x[blur] = gaussian_blur(x[blur], sigma)
+    if sharpen > 0:  # drawn only when asked, so that runs without it keep their random stream
+        sharp = (torch.rand(n, device=dev) < sharpen) & ~blur
+        k = int(sharp.sum())
+        if k:
+            x[sharp] = unsharp_mask(x[sharp], torch.empty(k, device=dev).uniform_(0.5, 1.5), torch.empty(k, device=dev).uniform_(0.5, 1.5))
     noisy = chance(0.2)
     if noisy.any():
         std = torch.empty(int(noisy.sum()), 1, 1, 1, device=dev).uniform_(0.005, 0.04)
@@ -177,3 +190,12 @@ def degraded_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     if rng.random() < 0.5:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 2.0)))
     return encode(image, f"jpeg{int(rng.integers(30, 91))}")
+
+
+def sharpened_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One seeded sharpened copy of a face chip through Pillow's unsharp mask (radius 1-2.5 px,
+    80-200%), as a camera or phone sharpens a photo, saved as JPEG at quality 90."""
+    from PIL import ImageFilter
+
+    image = image.filter(ImageFilter.UnsharpMask(rng.uniform(1.0, 2.5), int(rng.integers(80, 201)), 2))
+    return encode(image, "jpeg90")

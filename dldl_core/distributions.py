@@ -38,6 +38,22 @@ def gaussian_1d(labels: torch.Tensor, bins: torch.Tensor, sigma: float | torch.T
     return torch.softmax(logp, dim=1)
 
 
+
+def nearest_bin(labels: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Index of the bin centre nearest to each label (labels beyond the grid get its end bins)."""
+    return (labels.reshape(-1, 1).float() - bins.to(labels.device).reshape(1, -1)).abs().argmin(1)
+
+
+def density_weights(labels: torch.Tensor, bins: torch.Tensor, power: float, sigma: float = 2.0, cap: float = 10.0) -> torch.Tensor:
+    """A weight per bin that balances a skewed label distribution: the labels' density over ``bins``
+    (each label spread by a Gaussian of ``sigma``, so that sparse neighbouring bins share their
+    counts, as label-distribution smoothing does) to the power ``-power``, scaled so that the
+    labels' mean weight is 1 and capped at ``cap`` (a handful of rare labels must not dominate)."""
+    density = gaussian_1d(labels, bins, sigma).sum(0)
+    weight = (density / density.sum()).clamp_min(1e-12) ** -power
+    weight = weight / weight[nearest_bin(labels, bins)].mean()
+    return weight.clamp(max=cap)
+
 def gaussian_2d(
     labels: torch.Tensor,
     bins_x: torch.Tensor,

@@ -6,8 +6,16 @@ import torch
 import torch.nn.functional as F
 
 
-def kl_from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of KL(target || softmax(logits)).
+def _batch_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The mean of per-example ``values``, or their ``weight``-weighted mean."""
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values.device, values.dtype)
+    return (values * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def kl_from_logits(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch (weighted by ``weight`` (N,) if given) of KL(target || softmax(logits)).
 
     Computed from ``log_softmax`` so that it stays finite for any logits, and
     with ``xlogy`` so that zero-probability target bins contribute exactly 0.
@@ -16,7 +24,7 @@ def kl_from_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logp = F.log_softmax(logits.flatten(1).to(dtype), dim=1)
-    return _kl_terms(target.flatten(1).to(dtype), logp).sum(dim=1).mean()
+    return _batch_mean(_kl_terms(target.flatten(1).to(dtype), logp).sum(dim=1), weight)
 
 
 def _kl_terms(t: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
@@ -24,11 +32,11 @@ def _kl_terms(t: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     return torch.xlogy(t, t) - torch.where(t > 0, t * logp, torch.zeros_like(logp))
 
 
-def expectation_l1(logits: torch.Tensor, bins: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """DLDL-v2's expectation term: mean |E_p[bin] - label| with p = softmax(logits)."""
+def expectation_l1(logits: torch.Tensor, bins: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """DLDL-v2's expectation term: mean (weighted by ``weight`` if given) |E_p[bin] - label| with p = softmax(logits)."""
     p = torch.softmax(logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), dim=1)
     mean = p @ bins.to(p.device, p.dtype)
-    return (mean - labels.to(mean.dtype)).abs().mean()
+    return _batch_mean((mean - labels.to(mean.dtype)).abs(), weight)
 
 
 def dldl_loss(
@@ -37,11 +45,13 @@ def dldl_loss(
     bins: torch.Tensor,
     labels: torch.Tensor,
     lam: float = 0.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KL to the label distribution plus ``lam`` times the expectation L1 (DLDL-v2 when lam > 0)."""
-    loss = kl_from_logits(logits, target)
+    """KL to the label distribution plus ``lam`` times the expectation L1 (DLDL-v2 when lam > 0);
+    ``weight`` (N,) weighs the examples of the batch (e.g. to balance a skewed label distribution)."""
+    loss = kl_from_logits(logits, target, weight)
     if lam > 0:
-        loss = loss + lam * expectation_l1(logits, bins, labels)
+        loss = loss + lam * expectation_l1(logits, bins, labels, weight)
     return loss
 
 

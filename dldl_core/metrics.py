@@ -10,6 +10,15 @@ def mae(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((pred.float() - target.float()).abs().mean())
 
 
+def balanced_mae(pred: torch.Tensor, target: torch.Tensor, starts: tuple[float, ...]) -> float:
+    """The mean of the MAEs of target groups ``[starts[i], starts[i+1])`` (the last open-ended), each
+    group weighed alike however many examples it has (empty groups are skipped): the error on a
+    set balanced across the groups, which a skewed test set hides."""
+    group = torch.bucketize(target.float(), torch.tensor(starts[1:], dtype=torch.float32), right=True)
+    err = (pred.float() - target.float()).abs()
+    return float(torch.stack([err[group == g].mean() for g in range(len(starts)) if (group == g).any()]).mean())
+
+
 def cumulative_score(pred: torch.Tensor, target: torch.Tensor, theta: float = 5.0) -> float:
     """CS(theta): the fraction of predictions within ``theta`` of the target."""
     return float(((pred.float() - target.float()).abs() <= theta).float().mean())

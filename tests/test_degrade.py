@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from dldl_core.degrade import ENCODINGS, degraded_copy, encode, gaussian_blur, jpeg, random_degrade
+from dldl_core.degrade import ENCODINGS, degraded_copy, encode, gaussian_blur, jpeg, random_degrade, sharpened_copy, unsharp_mask
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,23 @@ def test_blur_keeps_the_mean_and_removes_detail(photo):
     assert float(y[1].diff(dim=-1).abs().mean()) < 0.6 * float(x[1].diff(dim=-1).abs().mean())
 
 
+def test_unsharp_mask_matches_the_real_filter_and_adds_detail(photo):
+    from PIL import ImageFilter
+
+    x = _tensor(photo)
+    y = unsharp_mask(x, torch.tensor([1.5]), torch.tensor([1.0]))
+    real = _tensor(photo.filter(ImageFilter.UnsharpMask(1.5, 100, 0)))
+    assert float((y - real).abs().mean()) < 2 / 255  # within about 2 grey levels of Pillow's filter
+    assert float(y.diff(dim=-1).abs().mean()) > 1.2 * float(x.diff(dim=-1).abs().mean())
+    assert torch.allclose(unsharp_mask(x, torch.tensor([1.5]), torch.tensor([0.0])), x)
+    batch = x.repeat(8, 1, 1, 1)
+    torch.manual_seed(0)
+    plain = random_degrade(batch.clone(), 0.0)  # only the colour shifts, which every face gets
+    torch.manual_seed(0)
+    sharp = random_degrade(batch.clone(), 0.0, sharpen=1.0)  # the same draws, then every face sharpened
+    assert (sharp.diff(dim=-1).abs().mean(dim=(1, 2, 3)) > 1.1 * plain.diff(dim=-1).abs().mean(dim=(1, 2, 3))).all()
+
+
 def test_random_degrade_varies_per_image_and_stays_in_range(photo):
     torch.manual_seed(0)
     x = _tensor(photo).repeat(16, 1, 1, 1)
@@ -62,5 +79,8 @@ def test_encodings_and_degraded_copies(photo):
     a = degraded_copy(photo, np.random.default_rng(3))
     b = degraded_copy(photo, np.random.default_rng(3))
     assert np.array_equal(np.asarray(a), np.asarray(b))  # seeded: the same degraded set every run
+    s1, s2 = (np.asarray(sharpened_copy(photo, np.random.default_rng(3))).astype(float) for _ in range(2))
+    assert np.array_equal(s1, s2)
+    assert np.abs(np.diff(s1, axis=1)).mean() > 1.2 * np.abs(np.diff(np.asarray(photo).astype(float), axis=1)).mean()
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(photo, "gif")

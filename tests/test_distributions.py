@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dldl_core.distributions import bin_grid, gaussian_1d, gaussian_2d
+from dldl_core.distributions import bin_grid, density_weights, gaussian_1d, gaussian_2d, nearest_bin
 
 
 def test_bin_grid_includes_both_ends():
@@ -59,3 +59,19 @@ def test_gaussian_2d_per_axis_spread_is_symmetric_and_normalised():
     assert p[0, c, c + 3] > p[0, c + 3, c]
     i, j = divmod(int(p[1].argmax()), 61)
     assert (float(bx[i]), float(by[j])) == (-45.0, 9.0)
+
+
+def test_nearest_bin_rounds_to_the_grid_and_clips_at_its_ends():
+    bins = bin_grid(0, 10, 2)
+    assert nearest_bin(torch.tensor([-3.0, 0.9, 1.1, 5.2, 10.0, 40.0]), bins).tolist() == [0, 0, 1, 3, 5, 5]
+
+
+def test_density_weights_lift_rare_labels_and_keep_the_mean_weight_at_one():
+    bins = bin_grid(0, 100, 1)
+    labels = torch.cat([torch.full((900,), 25.0), torch.full((90,), 60.0), torch.full((10,), 85.0)])
+    w = density_weights(labels, bins, 0.5)
+    assert w[25] < w[60] < w[85]
+    assert float(w[60] / w[25]) == pytest.approx(10 ** 0.5, rel=0.01)  # a tenth of the faces: sqrt(10) times the weight
+    assert float(w[nearest_bin(labels, bins)].mean()) == pytest.approx(1.0, rel=1e-4)
+    assert torch.allclose(density_weights(labels, bins, 0.0), torch.ones(len(bins)))
+    assert float(density_weights(labels, bins, 2.0, cap=5.0).max()) == 5.0

@@ -113,3 +113,30 @@ def test_age_mixup_blends_faces_and_their_label_distributions_alike():
     assert float(plain.loss(logits, blend)) == pytest.approx(float(kl_from_logits(logits["age"], target)), rel=1e-5)
     with pytest.raises(SystemExit, match="mixup or --consistency"):
         AgeTask(AgeConfig(mixup=0.2, consistency=1.0))
+
+
+def test_weighted_dldl_loss_is_the_weighted_mean_of_each_example_loss():
+    bins = bin_grid(0, 100, 1)
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 101), torch.tensor([3.0, 20.0, 45.0, 80.0])
+    target = gaussian_1d(labels, bins, 2.0)
+    each = torch.stack([dldl_loss(logits[i : i + 1], target[i : i + 1], bins, labels[i : i + 1], 1.0) for i in range(4)])
+    w = torch.tensor([1.0, 0.5, 2.0, 4.0])
+    assert float(dldl_loss(logits, target, bins, labels, 1.0, w)) == pytest.approx(float((each * w).sum() / w.sum()), rel=1e-5)
+    assert float(dldl_loss(logits, target, bins, labels, 1.0, torch.full((4,), 3.0))) == pytest.approx(float(each.mean()), rel=1e-5)
+
+
+def test_age_balance_weighs_faces_by_the_rarity_of_their_age_in_train():
+    from train.age import AgeConfig, AgeTask
+
+    train_ages = torch.cat([torch.full((900,), 25.0), torch.full((100,), 70.0)])
+    plain, balanced = AgeTask(AgeConfig(lam=0.0)), AgeTask(AgeConfig(lam=0.0, balance=0.5))
+    for task in (plain, balanced):
+        task.statistics(np.zeros((0, 1, 1, 3), np.uint8), train_ages)
+    assert plain.age_weight is None
+    torch.manual_seed(0)
+    logits, ages = {"age": torch.randn(2, 101)}, torch.tensor([25.0, 70.0])
+    each = torch.stack([plain.loss({"age": logits["age"][i : i + 1]}, ages[i : i + 1]) for i in range(2)])
+    w = balanced.age_weight[ages.long()]
+    assert float(w[1] / w[0]) == pytest.approx(3.0, rel=0.01)  # nine times rarer: three times the weight
+    assert float(balanced.loss(logits, ages)) == pytest.approx(float((each * w).sum() / w.sum()), rel=1e-5)

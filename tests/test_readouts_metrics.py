@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dldl_core.distributions import bin_grid
-from dldl_core.metrics import cumulative_score, epsilon_error, interval_coverage, mae
+from dldl_core.metrics import balanced_mae, cumulative_score, epsilon_error, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation, mode, std, summarize
 
 BINS = bin_grid(0, 9, 1)
@@ -82,3 +82,12 @@ def test_auroc_counts_ordered_pairs():
     assert auroc(torch.tensor([0.5, 0.2, 0.5, 0.1, 0.3]), positive) == pytest.approx((2.5 + 1) / 6)  # a tie counts half
     with pytest.raises(ValueError):
         auroc(torch.ones(3), torch.ones(3, dtype=torch.bool))
+
+
+def test_balanced_mae_weighs_each_group_alike():
+    target = torch.tensor([1.0, 2.0, 25.0, 26.0, 27.0, 28.0, 80.0])
+    pred = target + torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 6.0])
+    # groups [0, 20), [20, 70), [70, ...): MAEs 1, 0, 6 weigh alike; the plain MAE is 8 / 7
+    assert balanced_mae(pred, target, (0, 20, 70)) == pytest.approx(7 / 3)
+    assert balanced_mae(pred, target, (0, 20, 40, 70)) == pytest.approx(7 / 3)  # the empty group [40, 70) is skipped
+    assert balanced_mae(pred, target, (0, 3)) == pytest.approx((1 + 6 / 5) / 2)

@@ -21,7 +21,7 @@ from torch import nn
 from dldl_core.age import age_logits, age_probs
 from dldl_core.data import data_root, decode_resized, image_cache, read_utkface
 from dldl_core.degrade import degraded_copy, luma, random_degrade
-from dldl_core.distributions import bin_grid, gaussian_1d
+from dldl_core.distributions import bin_grid, density_weights, gaussian_1d, nearest_bin
 from dldl_core.faces import FaceDetector, measure_template
 from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
@@ -46,12 +46,17 @@ class AgeConfig(TrainConfig):
     augment: bool = opt(True, "random flip, rotation, scale, shift, brightness and contrast while training")
     degrade: float = opt(1.0, "strength of random photo degradations while training (JPEG, low resolution, blur, noise, "
                          "grayscale, white balance, gamma; dldl_core.degrade); 0 = none")
+    sharpen: float = opt(0.0, "with degrade: the probability that a face not blurred is sharpened (an unsharp mask, as cameras "
+                         "and phones sharpen photos); 0 = never")
     consistency: float = opt(0.0, "weight of a Jensen-Shannon term between two differently degraded views of each face "
                              "(half the batch's faces, two views each); 0 = off")
     consistency_gray: float = opt(0.0, "with consistency: the probability that a pair's second view is also turned grayscale "
                                   "(color and gray views of one face then have to agree)")
     mixup: float = opt(0.0, "mixup: blend each face with another of the batch by a weight drawn from Beta(a, a) and train on "
                        "the same blend of their label distributions; a = this value (0.2 is gentle), 0 = off")
+    balance: float = opt(0.0, "weigh each face's loss by the density of its age among the training faces (smoothed by a "
+                         "Gaussian of 2 years) to the power -balance, against regression to UTKFace's crowded middle ages; "
+                         "0 = off, 0.5 = inverse square root")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
@@ -70,6 +75,7 @@ class AgeTask(Task):
         self.bins = bin_grid(0, config.age_max, 1)
         self.template: dict[str, Any] = {}
         self.temperature = 1.0
+        self.age_weight: torch.Tensor | None = None
 
     def heads(self) -> dict[str, Any]:
         return {"age": len(self.bins)}
@@ -79,6 +85,10 @@ class AgeTask(Task):
         rows = rows[:limit] if limit else rows
         images = image_cache([r.path for r in rows], self.config.image_size, self.config.cache_dir)
         return images, torch.tensor([r.age for r in rows], dtype=torch.float32)
+
+    def statistics(self, images: np.ndarray, labels: torch.Tensor) -> None:
+        if self.config.balance > 0:
+            self.age_weight = density_weights(labels, self.bins, self.config.balance)
 
     def prepare(self, images: np.ndarray) -> None:
         rows = read_utkface(self.config.data, "train")
@@ -103,7 +113,7 @@ class AgeTask(Task):
         if c.consistency > 0:
             x, labels = x[::2].repeat(2, 1, 1, 1), labels[::2].repeat(2)
         if c.degrade > 0:
-            x = random_degrade(x, c.degrade)
+            x = random_degrade(x, c.degrade, c.sharpen)
         if c.consistency > 0 and c.consistency_gray > 0:
             second = torch.arange(len(x), device=x.device) >= len(x) // 2
             turn = second & (torch.rand(len(x), device=x.device) < c.consistency_gray)
@@ -131,7 +141,8 @@ class AgeTask(Task):
             labels = w * a + (1 - w) * b
         else:
             target = self._target(labels)
-        loss = dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam)
+        weight = None if self.age_weight is None else self.age_weight.to(labels.device)[nearest_bin(labels, self.bins)]
+        loss = dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam, weight)
         if self.config.consistency > 0:
             first, second = outputs["age"].chunk(2)
             loss = loss + self.config.consistency * js_consistency(first, second)
