@@ -38,7 +38,6 @@ def gaussian_1d(labels: torch.Tensor, bins: torch.Tensor, sigma: float | torch.T
     return torch.softmax(logp, dim=1)
 
 
-
 def nearest_bin(labels: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Index of the bin centre nearest to each label (labels beyond the grid get its end bins)."""
     return (labels.reshape(-1, 1).float() - bins.to(labels.device).reshape(1, -1)).abs().argmin(1)
@@ -53,6 +52,7 @@ def density_weights(labels: torch.Tensor, bins: torch.Tensor, power: float, sigm
     weight = (density / density.sum()).clamp_min(1e-12) ** -power
     weight = weight / weight[nearest_bin(labels, bins)].mean()
     return weight.clamp(max=cap)
+
 
 def gaussian_2d(
     labels: torch.Tensor,
