@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter
 
 # The JPEG standard's example quantisation tables (Annex K), scaled by quality as libjpeg does.
 _LUMA_Q = (
@@ -179,8 +179,6 @@ ENCODINGS = ("png", "jpeg95", "jpeg75", "jpeg50", "webp", "gray")
 def degraded_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """One seeded degraded copy of a face chip, through real codecs: JPEG at quality 30-90, and
     with probability 1/2 each grayscale, a 2-4x downscale and back, or a Gaussian blur."""
-    from PIL import ImageFilter
-
     w, h = image.size
     if rng.random() < 0.5:
         image = image.convert("L").convert("RGB")
@@ -195,7 +193,5 @@ def degraded_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 def sharpened_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """One seeded sharpened copy of a face chip through Pillow's unsharp mask (radius 1-2.5 px,
     80-200%), as a camera or phone sharpens a photo, saved as JPEG at quality 90."""
-    from PIL import ImageFilter
-
     image = image.filter(ImageFilter.UnsharpMask(rng.uniform(1.0, 2.5), int(rng.integers(80, 201)), 2))
     return encode(image, "jpeg90")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def _batch_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """The mean of per-example ``values``, or their ``weight``-weighted mean."""
+    """The mean of ``values``, or their ``weight``-weighted mean (``weight`` of the same shape)."""
     if weight is None:
         return values.mean()
     weight = weight.to(values.device, values.dtype)
@@ -68,4 +68,4 @@ def pixel_kl_from_logits(logits: torch.Tensor, target: torch.Tensor, weight: tor
     """Weighted mean over pixels of KL(target || softmax(logits)), the distribution running over
     dim 1 of (N, C, H, W). ``weight`` (N, H, W) is 0 where a pixel takes no part (void)."""
     kl = _kl_terms(target.float(), F.log_softmax(logits.float(), dim=1)).sum(1)
-    return (kl * weight).sum() / weight.sum().clamp_min(1e-12)
+    return _batch_mean(kl, weight)

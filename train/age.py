@@ -141,7 +141,10 @@ class AgeTask(Task):
             labels = w * a + (1 - w) * b
         else:
             target = self._target(labels)
-        weight = None if self.age_weight is None else self.age_weight.to(labels.device)[nearest_bin(labels, self.bins)]
+        weight = None
+        if self.age_weight is not None:
+            self.age_weight = self.age_weight.to(labels.device)  # moved once, on the first batch
+            weight = self.age_weight[nearest_bin(labels, self.bins)]
         loss = dldl_loss(outputs["age"], target, self.bins, labels, self.config.lam, weight)
         if self.config.consistency > 0:
             first, second = outputs["age"].chunk(2)
