@@ -92,7 +92,7 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int)
     chips, true = _chips(val), [float(r.age) for r in val]
     sets = _val_sets(chips)
     lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", "",
-             "| weights | T | " + " | ".join(sets) + " | age-balanced MAE clean / degraded | spread median / p90 |",
+             "| weights | T / blur | " + " | ".join(sets) + " | age-balanced MAE clean / degraded | spread median / p90 |",
              "|---|---|" + "---|" * len(sets) + "---|---|"]
     for w in weights:
         age = AgePredictor(w, device)
@@ -104,7 +104,7 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int)
             balanced.append(_balanced(out, true))
         cells.append(f"{balanced[0]:.2f} / {balanced[1]:.2f}")
         spread = _spread(age, chips, n_spread)
-        lines.append(f"| {w} | {age.temperature} | " + " | ".join(cells) + f" | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
+        lines.append(f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(cells) + f" | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
     return "\n".join(lines)
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
 
     age = AgePredictor(args.weights, args.device)
     print(f"Age ({machine(age.device)})")
-    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card.training['date']}, tta_flip={age.tta_flip}, T={age.temperature})")
+    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card.training['date']}, tta_flip={age.tta_flip}, T={age.temperature}, blur={age.readout.blur})")
     print()
     print(SET_HEADER)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .degrade import luma
+from .degrade import gaussian_blur, luma
 from .models import paired_outputs
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -21,13 +21,20 @@ def gray_view(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Seque
 
 def age_logits(
     model: nn.Module, x: torch.Tensor, tta_flip: bool, tta_gray: bool = False,
-    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, blur: float = 0.0,
 ) -> torch.Tensor:
     """(N, bins) age logits of a normalised batch, averaged over two views with ``tta_flip`` (the
     image and its mirror image) or ``tta_gray`` (the second view in grayscale: the mirror image,
     or the image itself without ``tta_flip``). The gray view costs nothing beyond the second
     view: a face then reads about the same in color and in black and white (the encoding
-    spread of ``benchmarks.age``)."""
+    spread of ``benchmarks.age``).
+
+    ``blur`` > 0 first blurs every face by a Gaussian of that sigma in input pixels. UTKFace's
+    chips are soft; a slight blur takes the camera sharpening of other photos away, which the
+    model would otherwise read as youth (the sharpened val set of ``benchmarks.age``). Blurring
+    commutes with the per-channel normalisation, so the normalised batch is blurred as it is."""
+    if blur > 0:
+        x = gaussian_blur(x, torch.full((len(x),), blur, device=x.device, dtype=x.dtype))
     if not (tta_flip or tta_gray):
         return model(x)["age"].float()
     second = x.flip(3) if tta_flip else x

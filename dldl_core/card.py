@@ -103,6 +103,7 @@ class Readout(_Section):
     temperature: float = 1.0  # softmax temperature fitted on validation
     tta_flip: bool = False  # average the distribution of the input and its mirror image
     tta_gray: bool = False  # age: the second view in grayscale (dldl_core.age.age_logits)
+    blur: float = 0.0  # age: Gaussian blur of each face (sigma, input pixels) before the model (dldl_core.age.age_logits)
     level: float = 0.8  # mass of the credible intervals reported
     activation: str | None = None  # classifiers: softmax or sigmoid scores
     threshold: float | None = None  # classifiers: a class is named present at this score

@@ -120,7 +120,7 @@ class AgePredictor(CropModel):
         """(N, bins) age distributions."""
         out = []
         for x in self.batches(crops, batch_size):
-            logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std)
+            logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std, self.readout.blur)
             out.append(age_probs(logits, self.temperature).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.bins))
 

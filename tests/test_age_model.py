@@ -2,6 +2,7 @@ import torch
 from PIL import Image
 
 from dldl_core.metrics import interval_coverage, mae
+from dldl_core.readouts import expectation
 
 
 def test_shipped_age_model_on_utkface_test(utkface_test, age_predictor):
@@ -44,3 +45,34 @@ def test_the_gray_test_time_view_changes_color_faces_only(utkface_test, age_pred
     with torch.no_grad():
         assert torch.allclose(age_logits(model, gray, True, True), age_logits(model, gray, True, False), atol=1e-3)
         assert (age_logits(model, color, True, True) - age_logits(model, color, True, False)).abs().max() > 0.05
+
+
+def test_the_cards_blur_is_applied_to_every_face(tmp_path, utkface_test):
+    """``readout.blur``: a card asking for a blur reads faces as a card without one reads the same
+    faces blurred first (the same weights and temperature), and that moves the readouts."""
+    import json
+
+    from dldl_core.age import age_logits, age_probs
+    from dldl_core.checkpoint import card_path
+    from dldl_core.degrade import gaussian_blur
+    from dldl_core.paths import shipped_weights
+    from dldl_core.predict import AgePredictor
+
+    def predictor(blur: float) -> AgePredictor:
+        weights = tmp_path / f"blur{blur}" / "age.safetensors"
+        weights.parent.mkdir()
+        weights.symlink_to(shipped_weights("age"))
+        card = json.loads(card_path(shipped_weights("age")).read_text())
+        card["readout"]["blur"] = blur
+        card_path(weights).write_text(json.dumps(card))
+        return AgePredictor(weights, "cpu")
+
+    plain, soft = predictor(0.0), predictor(1.0)
+    chips = [Image.open(r.path) for r in utkface_test[::20]]
+    x = next(plain.batches(chips, len(chips)))
+    with torch.inference_mode():
+        logits = age_logits(plain.model, gaussian_blur(x, torch.ones(len(x))), plain.tta_flip, plain.readout.tta_gray, plain.mean, plain.std)
+    blurred_first = age_probs(logits, plain.temperature)
+    assert torch.allclose(soft.probs(chips), blurred_first, atol=1e-4)
+    moved = (expectation(soft.probs(chips), soft.bins) - expectation(plain.probs(chips), plain.bins)).abs()
+    assert moved.median() > 0.1

@@ -82,6 +82,13 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(ensemble(x)["age"], (first(x)["age"] + resumed(x)["age"]) / 2, atol=1e-5)
+    # one ensemble re-read with a new readout stays that ensemble, and its card says where it came from
+    blurred = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", str(tmp_path / "ens" / "age.safetensors"),
+                                                                  "--blur", "0.5", "--out", str(tmp_path / "blur")])))
+    assert blurred.model == both.model and blurred.readout.blur == 0.5
+    assert len(blurred.training["init"]["init"]["ensemble"]) == 2
+    reread, _ = load_checkpoint(tmp_path / "blur" / "age.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(reread.state_dict().values(), ensemble.state_dict().values()))
     with pytest.raises(ValueError, match="does not train"):
         fit(AgeTask(parse_config(AgeConfig, common + ["--init", inits, "--ensemble"])))
     with pytest.raises(ValueError, match="needs --init"):

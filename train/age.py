@@ -61,6 +61,8 @@ class AgeConfig(TrainConfig):
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
     tta_gray: bool = opt(False, "see the second test-time view (the mirror image) in grayscale")
+    blur: float = opt(0.0, "read every face through a Gaussian blur of this sigma (input pixels) at evaluation, calibration "
+                      "and in the card's readout (not in training); 0 = none")
     level: float = opt(0.8, "credible interval mass")
     template_chips: int = opt(500, "training chips used to measure the landmark template")
 
@@ -156,7 +158,7 @@ class AgeTask(Task):
         model.eval()
         out = []
         for x in batches(images, device, 256):
-            out.append(age_logits(model, x, self.config.tta_flip, self.config.tta_gray).cpu())
+            out.append(age_logits(model, x, self.config.tta_flip, self.config.tta_gray, blur=self.config.blur).cpu())
         return torch.cat(out)
 
     def _metrics(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
@@ -204,7 +206,8 @@ class AgeTask(Task):
                 },
             ),
             "bins": {"age": {"start": 0, "stop": c.age_max, "step": 1}},
-            "readout": {"temperature": self.temperature, "tta_flip": c.tta_flip, "tta_gray": c.tta_gray, "level": c.level},
+            "readout": {"temperature": self.temperature, "tta_flip": c.tta_flip, "tta_gray": c.tta_gray, "blur": c.blur,
+                        "level": c.level},
             "data": {
                 "dataset": "UTKFace (aligned and cropped), ../shared/data/age/utkface",
                 "root": str(data_root(c.data)),

@@ -45,7 +45,8 @@ class TrainConfig:
 
     data: str | None = opt(None, "data folder; default $DLDL_DATA or ../shared/data")
     out: str = opt("runs/task", "run folder: last.pt, the best weights and their card")
-    epochs: int = opt(10, "training epochs; 0 with --init calibrates and evaluates that model as it is (a new readout, say)")
+    epochs: int = opt(10, "training epochs; 0 with --init calibrates and evaluates that model as it is (a new readout, say; "
+                      "one --init keeps its own architecture, an ensemble too)")
     batch_size: int = opt(64, "per process")
     lr: float = opt(1e-3, "peak learning rate (AdamW, linear warm-up then cosine decay)")
     weight_decay: float = opt(1e-4, "AdamW weight decay (not on biases and norms)")
@@ -86,6 +87,8 @@ class Task:
         c = self.config
         if c.ensemble:
             return {"architecture": "ensemble", "heads": self.heads(), "members": [card.model for card in _init_cards(c.init)]}
+        if c.epochs == 0 and len(_init_paths(c.init)) == 1:  # one model re-read as it is, whatever its architecture
+            return _init_cards(c.init)[0].model
         return {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout}
 
     def build_model(self, pretrained: bool) -> nn.Module:
@@ -207,8 +210,8 @@ class _Optim:
 def fit(task: Task) -> ModelCard | None:
     """Train ``task`` as its config says; returns the final model card (rank 0) or None."""
     cfg = task.config
-    if cfg.epochs == 0 and not cfg.init:
-        raise ValueError("--epochs 0 needs --init: it calibrates and evaluates a trained model without training it")
+    if cfg.epochs == 0 and (not cfg.init or cfg.resume):
+        raise ValueError("--epochs 0 needs --init and no --resume: it calibrates and evaluates a trained model without training it")
     if cfg.ensemble and (cfg.epochs or len(_init_paths(cfg.init)) < 2):
         raise ValueError("--ensemble needs --epochs 0 and two or more --init checkpoints: it combines trained models, it does not train")
     d, device = _setup(cfg)
@@ -236,7 +239,7 @@ def fit(task: Task) -> ModelCard | None:
     steps_per_epoch = len(train_x) // (cfg.batch_size * d.world)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_x)} training rows are fewer than one global batch of {cfg.batch_size * d.world}")
-    optim = None if cfg.ensemble else _optimizer(model, cfg, steps_per_epoch, device)  # an ensemble is not trained
+    optim = None if cfg.epochs == 0 else _optimizer(model, cfg, steps_per_epoch, device)  # nothing is trained
     start_epoch, best, history = 0, None, []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -306,7 +309,8 @@ def _init_cards(init: str) -> tuple[ModelCard, ...]:
 
 def _init_provenance(init: str, ensemble: bool) -> dict[str, Any]:
     """What ``--init`` started from, as its cards say (every saved card repeats it, as that file may be replaced later)."""
-    starts = [{"weights": path, "command": card.training["command"], "date": card.training["date"]}
+    starts = [{"weights": path, "command": card.training["command"], "date": card.training["date"],
+               **({"init": card.training["init"]} if "init" in card.training else {})}
               for path, card in zip(_init_paths(init), _init_cards(init))]
     return starts[0] if len(starts) == 1 else {"weights": init, "ensemble" if ensemble else "averaged": starts}
 
