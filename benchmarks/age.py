@@ -87,7 +87,7 @@ def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
 
 def validation(weights: list[str], data: str | None, device: str, n_spread: int) -> str:
     """The table that chooses between candidate models: val only (clean, degraded, grayscale,
-    encoding spread); test is never read."""
+    sharpened, the age-balanced MAE, the encoding spread); test is never read."""
     val = read_utkface(data, "val")
     chips, true = _chips(val), [float(r.age) for r in val]
     sets = _val_sets(chips)
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
     ap.add_argument("--validation", nargs="*", metavar="WEIGHTS",
-                    help="only the validation table (val clean, degraded, grayscale, encoding spread) for these weights (default: the shipped ones)")
+                    help="only the validation table (val clean, degraded, grayscale, sharpened, the age-balanced MAE, the encoding "
+                         "spread) for these weights (default: the shipped ones)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     if args.validation is not None:
