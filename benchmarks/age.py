@@ -117,7 +117,7 @@ def held_out(weights: str, data: str | None, device: str) -> dict:
     g_mae, _, g_cov = _scores(age.predict_crops(_chips(group)), [r.age for r in group])
     v_mae, _, v_cov = _scores(age.predict_crops(_chips(inside)), [r.age for r in inside])
     return {"race": race, "faces": len(group), "mae": g_mae, "coverage": g_cov, "val_mae": v_mae, "val_coverage": v_cov,
-            "command": age.card.training["command"], "temperature": age.temperature}
+            "command": age.card.training["command"], "temperature": age.temperature, "blur": age.readout.blur}
 
 
 def _held_out_rows(args: argparse.Namespace) -> list[dict]:
@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print("Leave one group out (trained without the group; its train + val rows scored, never test)")
         print()
-        print("| held-out group | faces | MAE | 80% coverage | in-domain val MAE | in-domain val coverage | MAE gap |")
-        print("|---|---|---|---|---|---|---|")
+        print("| held-out group | T / blur | faces | MAE | 80% coverage | in-domain val MAE | in-domain val coverage | MAE gap |")
+        print("|---|---|---|---|---|---|---|---|")
         for h in held:
             name = RACES[h["race"]] + (" (record)" if h.get("from_record") else "")
-            print(f"| {name} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
+            print(f"| {name} | {h['temperature']} / {h.get('blur', 0.0)} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
 
     if args.consistency:
         spread = _spread(age, val_chips, args.consistency)
