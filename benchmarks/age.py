@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|---|---|---|")
         for h in held:
             name = RACES[h["race"]] + (" (record)" if h.get("from_record") else "")
-            print(f"| {name} | {h['temperature']} / {h.get('blur', 0.0)} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
+            print(f"| {name} | {h['temperature']} / {h['blur']} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
 
     if args.consistency:
         spread = _spread(age, val_chips, args.consistency)
