@@ -1,7 +1,14 @@
+import json
+
 import torch
 from PIL import Image
 
+from dldl_core.age import age_logits, age_probs, gray_view
+from dldl_core.checkpoint import card_path
+from dldl_core.degrade import gaussian_blur
 from dldl_core.metrics import interval_coverage, mae
+from dldl_core.paths import shipped_weights
+from dldl_core.predict import AgePredictor
 from dldl_core.readouts import expectation
 
 
@@ -36,8 +43,6 @@ def test_a_face_and_its_mirror_image_read_about_the_same(utkface_test, age_predi
 
 
 def test_the_gray_test_time_view_changes_color_faces_only(utkface_test, age_predictor):
-    from dldl_core.age import age_logits, gray_view
-
     color = next(age_predictor.batches([Image.open(r.path) for r in utkface_test[:8]], 8))
     gray = gray_view(color)
     assert torch.allclose(gray_view(gray), gray, atol=1e-5)
@@ -50,14 +55,6 @@ def test_the_gray_test_time_view_changes_color_faces_only(utkface_test, age_pred
 def test_the_cards_blur_is_applied_to_every_face(tmp_path, utkface_test):
     """``readout.blur``: a card asking for a blur reads faces as a card without one reads the same
     faces blurred first (the same weights and temperature), and that moves the readouts."""
-    import json
-
-    from dldl_core.age import age_logits, age_probs
-    from dldl_core.checkpoint import card_path
-    from dldl_core.degrade import gaussian_blur
-    from dldl_core.paths import shipped_weights
-    from dldl_core.predict import AgePredictor
-
     def predictor(blur: float) -> AgePredictor:
         weights = tmp_path / f"blur{blur}" / "age.safetensors"
         weights.parent.mkdir()
@@ -72,7 +69,7 @@ def test_the_cards_blur_is_applied_to_every_face(tmp_path, utkface_test):
     x = next(plain.batches(chips, len(chips)))
     with torch.inference_mode():
         logits = age_logits(plain.model, gaussian_blur(x, torch.ones(len(x))), plain.tta_flip, plain.readout.tta_gray, plain.mean, plain.std)
-    blurred_first = age_probs(logits, plain.temperature)
-    assert torch.allclose(soft.probs(chips), blurred_first, atol=1e-4)
-    moved = (expectation(soft.probs(chips), soft.bins) - expectation(plain.probs(chips), plain.bins)).abs()
+    read_soft = soft.probs(chips)
+    assert torch.allclose(read_soft, age_probs(logits, plain.temperature), atol=1e-4)
+    moved = (expectation(read_soft, soft.bins) - expectation(plain.probs(chips), plain.bins)).abs()
     assert moved.median() > 0.1
