@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,13 +198,23 @@ def image_cache(
     crops = [None] * len(paths) if squares is None else squares
     desc = "\n".join(map(str, paths)) + f"|{size}" + ("" if squares is None else "|" + repr([(tuple(map(float, c)), float(s)) for c, s in squares]))
     desc += "|labels" if label_map else ""
-    key = hashlib.sha1(desc.encode()).hexdigest()[:16]
     side = size if isinstance(size, int) else "x".join(map(str, size))
-    cache = Path(cache_dir or Path.home() / ".cache" / "dldl") / f"{'labels' if label_map else 'images'}_{side}_{key}.npy"
+
+    def build() -> np.ndarray:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            return np.stack(list(pool.map(lambda pc: decode_resized(pc[0], size, pc[1], label_map), zip(paths, crops))))
+
+    return cached_array(f"{'labels' if label_map else 'images'}_{side}", desc, build, cache_dir)
+
+
+def cached_array(kind: str, desc: str, build: Callable[[], np.ndarray], cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """``build()``'s array, kept in ``cache_dir`` (default ``~/.cache/dldl``) under ``kind`` and a
+    hash of ``desc`` (what the array depends on), so it is built once per machine."""
+    key = hashlib.sha1(desc.encode()).hexdigest()[:16]
+    cache = Path(cache_dir or Path.home() / ".cache" / "dldl") / f"{kind}_{key}.npy"
     if cache.is_file():
         return np.load(cache, mmap_mode="r")
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arr = np.stack(list(pool.map(lambda pc: decode_resized(pc[0], size, pc[1], label_map), zip(paths, crops))))
+    arr = build()
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")  # several DDP ranks may build it at once
     np.save(tmp, arr)

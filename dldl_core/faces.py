@@ -3,11 +3,14 @@ detected face must be cropped to be framed like them (``dldl_core.crops`` cuts t
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from .crops import box_centre_size
 from .images import fit_within
@@ -105,7 +108,7 @@ class FaceDetector:
         return needed
 
 
-def _detect_padded(chip: np.ndarray, detector: FaceDetector, pad: float) -> Face | None:
+def detect_padded(chip: np.ndarray, detector: FaceDetector, pad: float) -> Face | None:
     """The most confident face on a tight chip padded with grey; coordinates in the chip's pixels."""
     side = chip.shape[1]
     p = round(side * pad)
@@ -118,6 +121,19 @@ def _detect_padded(chip: np.ndarray, detector: FaceDetector, pad: float) -> Face
     return Face([v - p for v in best.box], best.score, [[x - p, y - p] for x, y in best.landmarks])
 
 
+def chip_landmarks(paths: list[Path], pad: float = 0.25) -> np.ndarray:
+    """The 5 landmarks of the most confident face on each tight face crop (N, 5, 2), in its
+    pixels; NaN where MTCNN finds none."""
+    detector = FaceDetector()
+    out = np.full((len(paths), 5, 2), np.nan, np.float32)
+    for i, path in enumerate(tqdm(paths, desc="landmarks", mininterval=30, file=sys.stderr, disable=len(paths) < 100)):
+        with Image.open(path) as im:
+            face = detect_padded(np.asarray(im.convert("RGB")), detector, pad)
+        if face is not None:
+            out[i] = face.landmarks
+    return out
+
+
 def measure_template(chips: np.ndarray, detector: FaceDetector, pad: float = 0.25) -> dict:
     """Median landmark positions (fractions of the side) over training chips (N, S, S, 3).
 
@@ -125,7 +141,7 @@ def measure_template(chips: np.ndarray, detector: FaceDetector, pad: float = 0.2
     leave the detector some context; the most confident face of each is used.
     """
     side = chips.shape[1]
-    found = [np.asarray(f.landmarks) / side for f in (_detect_padded(c, detector, pad) for c in chips) if f]
+    found = [np.asarray(f.landmarks) / side for f in (detect_padded(c, detector, pad) for c in chips) if f]
     if not found:
         raise RuntimeError("no face was detected on any training chip; cannot measure the alignment template")
     pts = np.stack(found)
@@ -146,7 +162,7 @@ def measure_box_framing(chips: np.ndarray, detector: FaceDetector, pad: float = 
     side = chips.shape[1]
     rows = []
     for chip in chips:
-        f = _detect_padded(chip, detector, pad)
+        f = detect_padded(chip, detector, pad)
         if f:
             cx, cy, s = box_centre_size(f.box)
             rows.append([(side / 2 - cx) / s, (side / 2 - cy) / s, side / s])

@@ -77,6 +77,23 @@ def test_age_consistency_pairs_two_views_of_the_same_faces():
     assert float(task.loss(outputs, y)) > float(plain)
 
 
+def test_a_teachers_faces_are_learned_as_its_distributions():
+    from dldl_core.losses import dldl_loss
+    from train.age import AgeConfig, AgeTask
+
+    task = AgeTask(AgeConfig(lam=1.0))
+    taught = torch.softmax(torch.randn(2, 101) * 3, 1)
+    task.taught = taught
+    labels = torch.tensor([30.0, -1.0, -2.0])  # a UTKFace age, then the teacher's faces 0 and 1
+    logits = torch.randn(3, 101)
+    bins = torch.arange(101.0)
+    target = torch.cat([task._target(labels[:1]), taught])
+    ages = torch.cat([labels[:1], (taught * bins).sum(1)])  # the teacher's mean stands in for the age
+    expected = dldl_loss(logits, target, bins, ages, 1.0)
+    assert float(task.loss({"age": logits}, labels)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(task.loss({"age": logits}, torch.tensor([30.0, 20.0, 40.0]))) != pytest.approx(float(expected), rel=1e-3)
+
+
 def test_age_consistency_can_pair_a_color_view_with_a_gray_one():
     from train.age import AgeConfig, AgeTask
 

@@ -3,14 +3,17 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from benchmarks.speed import training_throughput
 from dldl_core.checkpoint import load_checkpoint
-from dldl_core.paths import data_root
-from dldl_core.predict import MultiLabelPredictor
+from dldl_core.faces import FaceDetector, detect_padded
+from dldl_core.paths import data_root, shipped_weights
+from dldl_core.predict import AgePredictor, MultiLabelPredictor
+from dldl_core.readouts import expectation
 from dldl_core.seg import CAMVID_CLASSES
 from train.age import AgeConfig, AgeTask
 from train.engine import command, fit, parse_config
@@ -89,6 +92,14 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     assert len(blurred.training["init"]["init"]["ensemble"]) == 2
     reread, _ = load_checkpoint(tmp_path / "blur" / "age.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(reread.state_dict().values(), ensemble.state_dict().values()))
+    # --init-member takes one member out of an ensemble, as it was built and trained
+    second = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", str(tmp_path / "ens" / "age.safetensors"),
+                                                                 "--init-member", "1", "--out", str(tmp_path / "member")])))
+    assert second.model == both.model["members"][1] and second.training["init"]["member"] == 1
+    member, _ = load_checkpoint(tmp_path / "member" / "age.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(member.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(ValueError, match="ensemble of more than 1 members"):
+        fit(AgeTask(parse_config(AgeConfig, common + ["--init", str(tmp_path / "run" / "age.safetensors"), "--init-member", "1"])))
     with pytest.raises(ValueError, match="does not train"):
         fit(AgeTask(parse_config(AgeConfig, common + ["--init", inits, "--ensemble"])))
     with pytest.raises(ValueError, match="needs --init"):
@@ -98,6 +109,26 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
 def _needs(path: str) -> None:
     if not (data_root() / path).exists():
         pytest.skip(f"{path} not found under {data_root()} (set DLDL_DATA to the data folder)")
+
+
+def test_a_teachers_in_the_wild_faces_join_the_training_set(tmp_path, utkface_test):
+    """--teacher adds AFLW faces, aligned like UTKFace's chips, each with the teacher's distribution."""
+    _needs("pose/aflw/labels.csv")
+    config = parse_config(AgeConfig, ["--limit", "24", "--image-size", "64", "--cache-dir", str(tmp_path), "--teacher", str(shipped_weights("age"))])
+    task = AgeTask(config)
+    images, labels = task.load_split("train", config.limit)
+    wild = labels < 0
+    assert int(wild.sum()) == task.wild_count >= 20 and images.shape == (len(labels), 64, 64, 3)  # MTCNN finds nearly every face
+    assert torch.equal(-1 - labels[wild], torch.arange(task.wild_count, dtype=torch.float32))
+    assert torch.allclose(task.taught.sum(1), torch.ones(task.wild_count), atol=1e-4)
+    teacher = AgePredictor(shipped_weights("age"), "cpu")
+    crops = [Image.fromarray(np.asarray(x)) for x in images[wild.numpy()][:6]]
+    # the crops are framed like the chips: their landmarks land on the template
+    found = [detect_padded(np.asarray(c.resize((200, 200))), FaceDetector(), 0.25) for c in crops]
+    offsets = [np.abs(np.asarray(f.landmarks) / 200 - np.asarray(teacher.template)).mean() for f in found if f]
+    assert len(offsets) >= 5 and np.median(offsets) < 0.03
+    # and each is learned as the distribution the teacher reads from it (at 64 px here: roughly)
+    assert (expectation(teacher.probs(crops), teacher.bins) - expectation(task.taught[:6], teacher.bins)).abs().max() < 6
 
 
 def test_tiny_pose_run(tmp_path):

@@ -9,6 +9,7 @@ calibrated, and reports the test split once at the end.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,12 @@ from PIL import Image
 from torch import nn
 
 from dldl_core.age import age_logits, age_probs
-from dldl_core.data import data_root, decode_resized, image_cache, read_utkface
+from dldl_core.crops import aligned_crop
+from dldl_core.data import cached_array, data_root, decode_resized, image_cache, read_pose, read_utkface
 from dldl_core.degrade import degraded_copy, luma, random_degrade
 from dldl_core.distributions import bin_grid, density_weights, gaussian_1d, nearest_bin
-from dldl_core.faces import FaceDetector, measure_template
+from dldl_core.faces import FaceDetector, chip_landmarks, measure_template
+from dldl_core.images import resize_square
 from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation
@@ -57,6 +60,10 @@ class AgeConfig(TrainConfig):
     balance: float = opt(0.0, "weigh each face's loss by the density of its age among the training faces (smoothed by a "
                          "Gaussian of 2 years) to the power -balance, against regression to UTKFace's crowded middle ages; "
                          "0 = off, 0.5 = inverse square root")
+    teacher: str = opt("", "age weights (.safetensors) that label in-the-wild faces without ages for training: AFLW's train "
+                       "faces (pose/aflw), aligned like the chips, each learned as the teacher's distribution of it "
+                       "(noisy-student self-training: the student sees them degraded); '' = none")
+    teacher_max_yaw: float = opt(45.0, "with teacher: leave out AFLW faces turned further than this (degrees of yaw, AFLW's label)")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
@@ -73,11 +80,15 @@ class AgeTask(Task):
     def __init__(self, config: AgeConfig):
         if config.mixup > 0 and config.consistency > 0:
             raise SystemExit("choose --mixup or --consistency: mixing would break the consistency term's pairs of views")
+        if config.teacher and (config.mixup > 0 or config.balance > 0):
+            raise SystemExit("--teacher's faces have distributions, not ages: it does not combine with --mixup or --balance")
         self.config = config
         self.bins = bin_grid(0, config.age_max, 1)
         self.template: dict[str, Any] = {}
         self.temperature = 1.0
         self.age_weight: torch.Tensor | None = None
+        self.taught = torch.zeros(0, len(self.bins))  # the teacher's distribution of each in-the-wild face
+        self.wild_count = 0
 
     def heads(self) -> dict[str, Any]:
         return {"age": len(self.bins)}
@@ -86,7 +97,41 @@ class AgeTask(Task):
         rows = [r for r in read_utkface(self.config.data, split) if r.race != self.config.hold_out_race]
         rows = rows[:limit] if limit else rows
         images = image_cache([r.path for r in rows], self.config.image_size, self.config.cache_dir)
-        return images, torch.tensor([r.age for r in rows], dtype=torch.float32)
+        ages = torch.tensor([r.age for r in rows], dtype=torch.float32)
+        if split != "train" or not self.config.teacher:
+            return images, ages
+        wild, self.taught = self._taught_faces(limit)
+        self.wild_count = len(wild)
+        # an in-the-wild face's label is -1 - its row in self.taught (ages are never negative)
+        return np.concatenate([images, wild]), torch.cat([ages, -1 - torch.arange(len(wild), dtype=torch.float32)])
+
+    def _taught_faces(self, limit: int) -> tuple[np.ndarray, torch.Tensor]:
+        """AFLW's train faces aligned onto the teacher's template like UTKFace's chips, at the input
+        size (faces MTCNN misses left out), and the teacher's distribution of each; both cached."""
+        from dldl_core.predict import AgePredictor
+
+        c = self.config
+        rows = [r for r in read_pose("aflw", c.data, "train") if abs(r.pose[0]) <= c.teacher_max_yaw]
+        rows = rows[: limit or None]
+        paths = [r.path for r in rows]
+        landmarks = cached_array("landmarks_aflw", "\n".join(map(str, paths)), lambda: chip_landmarks(paths), c.cache_dir)
+        found = [i for i in range(len(rows)) if np.isfinite(landmarks[i]).all()]
+        teacher = AgePredictor(c.teacher, c.device)
+        if len(teacher.bins) != len(self.bins):
+            raise SystemExit(f"the teacher {c.teacher} reads {len(teacher.bins)} age bins, this model {len(self.bins)}")
+
+        def align(i: int) -> Image.Image:
+            with Image.open(paths[i]) as im:
+                return aligned_crop(im.convert("RGB"), landmarks[i].tolist(), teacher.template, teacher.crop_size)
+
+        desc = "\n".join(str(paths[i]) for i in found) + f"|{teacher.template}|{teacher.crop_size}"
+        crops = cached_array(f"images_aflw_{teacher.crop_size}", desc, lambda: np.stack([np.asarray(align(i)) for i in found]), c.cache_dir)
+        with open(c.teacher, "rb") as f:
+            teacher_key = hashlib.sha1(f.read()).hexdigest()
+        taught = cached_array("teacher_age", desc + teacher_key,
+                              lambda: teacher.probs([Image.fromarray(np.asarray(x)) for x in crops]).numpy(), c.cache_dir)
+        images = np.stack([np.asarray(resize_square(Image.fromarray(np.asarray(x)), c.image_size)) for x in crops])
+        return images, torch.from_numpy(np.array(taught, dtype=np.float32))
 
     def statistics(self, images: np.ndarray, labels: torch.Tensor) -> None:
         if self.config.balance > 0:
@@ -136,13 +181,26 @@ class AgeTask(Task):
     def _target(self, ages: torch.Tensor) -> torch.Tensor:
         return gaussian_1d(ages, self.bins, self.config.sigma + self.config.sigma_slope * ages.clamp(min=0))
 
+    def _taught(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Label distributions and ages of a batch that may hold in-the-wild faces (negative labels):
+        theirs are the teacher's distribution and its mean."""
+        target = self._target(labels.clamp(min=0))
+        wild = labels < 0
+        if wild.any():
+            self.taught = self.taught.to(labels.device)  # moved once, on the first batch
+            taught = self.taught[(-1 - labels[wild]).long()]
+            target[wild] = taught
+            labels = labels.clone()
+            labels[wild] = expectation(taught, self.bins.to(labels.device))
+        return target, labels
+
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         if labels.ndim == 2:  # mixup rows: (age, other age, weight)
             a, b, w = labels.unbind(1)
             target = w[:, None] * self._target(a) + (1 - w[:, None]) * self._target(b)
             labels = w * a + (1 - w) * b
         else:
-            target = self._target(labels)
+            target, labels = self._taught(labels)
         weight = None
         if self.age_weight is not None:
             self.age_weight = self.age_weight.to(labels.device)  # moved once, on the first batch
@@ -211,7 +269,9 @@ class AgeTask(Task):
             "data": {
                 "dataset": "UTKFace (aligned and cropped), ../shared/data/age/utkface",
                 "root": str(data_root(c.data)),
-                "train": "split == train" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else ""),
+                "train": "split == train" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
+                + (f"; and {self.wild_count} AFLW train faces (pose/aflw, |yaw| <= {c.teacher_max_yaw}) without ages, each "
+                   f"learned as the distribution {c.teacher} gives it" if c.teacher else ""),
                 "select": "split == val" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
                 + " (best epoch by MAE; temperature by NLL on " + c.calibrate_on + ")",
                 "test": "split == test, evaluated once at the end",

@@ -61,6 +61,8 @@ class TrainConfig:
                            "several, comma-separated, are averaged weight by weight (a model soup of fine-tunes of one model)")
     ensemble: bool = opt(False, "with --epochs 0 and several --init checkpoints: keep them whole as an ensemble (their logits "
                          "averaged at every reading) instead of averaging their weights; the members may differ in backbone")
+    init_member: int = opt(-1, "with one --init that is an ensemble: start from its member I (0-based) alone, as that member "
+                           "was built, to fine-tune or re-read it; -1 = the whole checkpoint")
     dropout: float = opt(0.2, "dropout before the distribution heads")
     val_limit: int = opt(0, "evaluate on the first N val rows only (0 = all)")
     skip_test: bool = opt(False, "do not evaluate on the test split at the end")
@@ -87,6 +89,8 @@ class Task:
         c = self.config
         if c.ensemble:
             return {"architecture": "ensemble", "heads": self.heads(), "members": [card.model for card in _init_cards(c.init)]}
+        if c.init_member >= 0:
+            return _init_cards(c.init)[0].model["members"][c.init_member]
         if c.epochs == 0 and len(_init_paths(c.init)) == 1:  # one model re-read as it is, whatever its architecture
             return _init_cards(c.init)[0].model
         return {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout}
@@ -214,6 +218,9 @@ def fit(task: Task) -> ModelCard | None:
         raise ValueError("--epochs 0 needs --init and no --resume: it calibrates and evaluates a trained model without training it")
     if cfg.ensemble and (cfg.epochs or len(_init_paths(cfg.init)) < 2):
         raise ValueError("--ensemble needs --epochs 0 and two or more --init checkpoints: it combines trained models, it does not train")
+    if cfg.init_member >= 0 and (cfg.ensemble or len(_init_paths(cfg.init)) != 1 or "members" not in _init_cards(cfg.init)[0].model
+                                 or cfg.init_member >= len(_init_cards(cfg.init)[0].model["members"])):
+        raise ValueError(f"--init-member {cfg.init_member} takes one --init that is an ensemble of more than {cfg.init_member} members")
     d, device = _setup(cfg)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + d.rank)  # DDP copies rank 0's initial weights; augmentation differs per rank
@@ -287,6 +294,9 @@ def _initial_model(task: Task, fresh: bool) -> nn.Module:
             for member, path in zip(model.members, _init_paths(cfg.init)):
                 member.load_state_dict(load_checkpoint(path)[0].state_dict())
             return model
+        if cfg.init_member >= 0:
+            model.load_state_dict(load_checkpoint(cfg.init)[0].members[cfg.init_member].state_dict())
+            return model
         states = [load_checkpoint(path)[0].state_dict() for path in _init_paths(cfg.init)]
         # batch-norm counters (integers) are taken from the first
         model.load_state_dict({k: sum(s[k] for s in states) / len(states) if v.is_floating_point() else v for k, v in states[0].items()})
@@ -307,11 +317,13 @@ def _init_cards(init: str) -> tuple[ModelCard, ...]:
     return tuple(read_card(path) for path in _init_paths(init))
 
 
-def _init_provenance(init: str, ensemble: bool) -> dict[str, Any]:
+def _init_provenance(init: str, ensemble: bool, member: int) -> dict[str, Any]:
     """What ``--init`` started from, as its cards say (every saved card repeats it, as that file may be replaced later)."""
     starts = [{"weights": path, "command": card.training["command"], "date": card.training["date"],
                **({"init": card.training["init"]} if "init" in card.training else {})}
               for path, card in zip(_init_paths(init), _init_cards(init))]
+    if len(starts) == 1 and member >= 0:
+        starts[0]["member"] = member
     return starts[0] if len(starts) == 1 else {"weights": init, "ensemble" if ensemble else "averaged": starts}
 
 
@@ -443,5 +455,5 @@ def _card(task: Task, cfg: TrainConfig, d: _Dist, history: list, metrics: dict) 
         "history": history,
     }
     if cfg.init:  # a fine-tuned model: say what it started from, as that file may be replaced later
-        training["init"] = _init_provenance(cfg.init, cfg.ensemble)
+        training["init"] = _init_provenance(cfg.init, cfg.ensemble, cfg.init_member)
     return ModelCard.from_json({"task": task.name, "model": task.model_spec(), **task.card(), "training": training, "metrics": metrics})
