@@ -88,7 +88,6 @@ class AgeTask(Task):
         self.temperature = 1.0
         self.age_weight: torch.Tensor | None = None
         self.taught = torch.zeros(0, len(self.bins))  # the teacher's distribution of each in-the-wild face
-        self.wild_count = 0
 
     def heads(self) -> dict[str, Any]:
         return {"age": len(self.bins)}
@@ -101,7 +100,6 @@ class AgeTask(Task):
         if split != "train" or not self.config.teacher:
             return images, ages
         wild, self.taught = self._taught_faces(limit)
-        self.wild_count = len(wild)
         # an in-the-wild face's label is -1 - its row in self.taught (ages are never negative)
         return np.concatenate([images, wild]), torch.cat([ages, -1 - torch.arange(len(wild), dtype=torch.float32)])
 
@@ -270,7 +268,7 @@ class AgeTask(Task):
                 "dataset": "UTKFace (aligned and cropped), ../shared/data/age/utkface",
                 "root": str(data_root(c.data)),
                 "train": "split == train" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
-                + (f"; and {self.wild_count} AFLW train faces (pose/aflw, |yaw| <= {c.teacher_max_yaw}) without ages, each "
+                + (f"; and {len(self.taught)} AFLW train faces (pose/aflw, |yaw| <= {c.teacher_max_yaw}) without ages, each "
                    f"learned as the distribution {c.teacher} gives it" if c.teacher else ""),
                 "select": "split == val" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
                 + " (best epoch by MAE; temperature by NLL on " + c.calibrate_on + ")",

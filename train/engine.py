@@ -218,8 +218,8 @@ def fit(task: Task) -> ModelCard | None:
         raise ValueError("--epochs 0 needs --init and no --resume: it calibrates and evaluates a trained model without training it")
     if cfg.ensemble and (cfg.epochs or len(_init_paths(cfg.init)) < 2):
         raise ValueError("--ensemble needs --epochs 0 and two or more --init checkpoints: it combines trained models, it does not train")
-    if cfg.init_member >= 0 and (cfg.ensemble or len(_init_paths(cfg.init)) != 1 or "members" not in _init_cards(cfg.init)[0].model
-                                 or cfg.init_member >= len(_init_cards(cfg.init)[0].model["members"])):
+    if cfg.init_member >= 0 and (cfg.ensemble or len(_init_paths(cfg.init)) != 1
+                                 or cfg.init_member >= len(_init_cards(cfg.init)[0].model.get("members", []))):
         raise ValueError(f"--init-member {cfg.init_member} takes one --init that is an ensemble of more than {cfg.init_member} members")
     d, device = _setup(cfg)
     out = Path(cfg.out)
@@ -322,7 +322,7 @@ def _init_provenance(init: str, ensemble: bool, member: int) -> dict[str, Any]:
     starts = [{"weights": path, "command": card.training["command"], "date": card.training["date"],
                **({"init": card.training["init"]} if "init" in card.training else {})}
               for path, card in zip(_init_paths(init), _init_cards(init))]
-    if len(starts) == 1 and member >= 0:
+    if member >= 0:  # --init-member takes one --init
         starts[0]["member"] = member
     return starts[0] if len(starts) == 1 else {"weights": init, "ensemble" if ensemble else "averaged": starts}
 
