@@ -70,10 +70,11 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     assert again.readout.tta_gray and again.training["history"] == [] and "val" in again.metrics
     regray, _ = load_checkpoint(tmp_path / "gray" / "age.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(regray.state_dict().values(), resumed.state_dict().values()))
-    # several --init files are averaged weight by weight
+    # several --init files are averaged weight by weight, into the network their cards describe
     inits = f"{tmp_path / 'epoch1' / 'age.safetensors'},{tmp_path / 'run' / 'age.safetensors'}"
-    soup = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", inits, "--out", str(tmp_path / "soup")])))
-    assert len(soup.training["init"]["averaged"]) == 2
+    soup = fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", inits, "--backbone", "efficientnet_lite0",
+                                                               "--out", str(tmp_path / "soup")])))
+    assert len(soup.training["init"]["averaged"]) == 2 and soup.model == saved.model
     first, _ = load_checkpoint(tmp_path / "epoch1" / "age.safetensors")
     mixed, _ = load_checkpoint(tmp_path / "soup" / "age.safetensors")
     w = "heads.age.weight"
@@ -100,6 +101,8 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
     assert all(torch.equal(a, b) for a, b in zip(member.state_dict().values(), resumed.state_dict().values()))
     with pytest.raises(ValueError, match="ensemble of more than 1 members"):
         fit(AgeTask(parse_config(AgeConfig, common + ["--init", str(tmp_path / "run" / "age.safetensors"), "--init-member", "1"])))
+    with pytest.raises(ValueError, match="must be one network"):
+        fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0", "--init", f"{inits},{tmp_path / 'ens' / 'age.safetensors'}"])))
     with pytest.raises(ValueError, match="does not train"):
         fit(AgeTask(parse_config(AgeConfig, common + ["--init", inits, "--ensemble"])))
     with pytest.raises(ValueError, match="needs --init"):

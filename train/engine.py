@@ -46,7 +46,7 @@ class TrainConfig:
     data: str | None = opt(None, "data folder; default $DLDL_DATA or ../shared/data")
     out: str = opt("runs/task", "run folder: last.pt, the best weights and their card")
     epochs: int = opt(10, "training epochs; 0 with --init calibrates and evaluates that model as it is (a new readout, say; "
-                      "one --init keeps its own architecture, an ensemble too)")
+                      "an ensemble stays one)")
     batch_size: int = opt(64, "per process")
     lr: float = opt(1e-3, "peak learning rate (AdamW, linear warm-up then cosine decay)")
     weight_decay: float = opt(1e-4, "AdamW weight decay (not on biases and norms)")
@@ -55,9 +55,9 @@ class TrainConfig:
     device: str = opt("auto", "auto = cuda when present, else cpu")
     amp: bool = opt(True, "mixed precision, used on CUDA only")
     limit: int = opt(0, "train on the first N training rows only (0 = all); for smoke tests")
-    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES)")
+    backbone: str = opt("mobilenet_v2", "backbone name (dldl_core.backbones.BACKBONES); with --init the checkpoint's network is used")
     pretrained: bool = opt(True, "start from the backbone's ImageNet weights")
-    init: str | None = opt(None, "start from the weights of this trained checkpoint (.safetensors of the same task and model) instead; "
+    init: str | None = opt(None, "start from the weights of this trained checkpoint (.safetensors of the same task), built as its card says; "
                            "several, comma-separated, are averaged weight by weight (a model soup of fine-tunes of one model)")
     ensemble: bool = opt(False, "with --epochs 0 and several --init checkpoints: keep them whole as an ensemble (their logits "
                          "averaged at every reading) instead of averaging their weights; the members may differ in backbone")
@@ -91,8 +91,14 @@ class Task:
             return {"architecture": "ensemble", "heads": self.heads(), "members": [card.model for card in _init_cards(c.init)]}
         if c.init_member >= 0:
             return _init_cards(c.init)[0].model["members"][c.init_member]
-        if c.epochs == 0 and len(_init_paths(c.init)) == 1:  # one model re-read as it is, whatever its architecture
-            return _init_cards(c.init)[0].model
+        if c.init:  # the network the checkpoints are, whatever its architecture: their weights fit no other
+            models = [{k: v for k, v in card.model.items() if k != "dropout"} for card in _init_cards(c.init)]
+            if any(m != models[0] for m in models):
+                raise ValueError("averaged --init checkpoints must be one network (backbone and heads); --ensemble keeps different ones whole")
+            if models[0]["heads"] != self.heads():
+                raise ValueError(f"--init's heads {models[0]['heads']} are not this run's {self.heads()}")
+            first = _init_cards(c.init)[0].model
+            return {**first, "dropout": c.dropout} if c.epochs and "dropout" in first else first
         return {"backbone": c.backbone, "heads": self.heads(), "dropout": c.dropout}
 
     def build_model(self, pretrained: bool) -> nn.Module:
