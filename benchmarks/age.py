@@ -3,7 +3,8 @@
 Prints, for the shipped model (or ``--weights``):
 
 - UTKFace test: MAE, CS(5) and 80%-interval coverage on every test chip, and through the
-  full detect-and-align path on ``--detect`` of them (each chip pasted on a grey canvas);
+  full detect-and-align path on ``--detect`` of them (each chip pasted on a grey canvas, and the
+  chip alone: a tight portrait whose aligned crop leaves the photo);
 - degraded val: each val chip once through real codecs (JPEG 30-90, and with probability
   1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val and
   sharpened val (Pillow's unsharp mask, seeded);
@@ -167,17 +168,22 @@ def main(argv: list[str] | None = None) -> None:
         pipe = FacePipeline(age)
         sub = list(range(0, len(rows), max(1, len(rows) // args.detect)))[: args.detect]
         found, t_sub, missed = [], [], 0
+        tight, t_tight = [], []  # the chip alone as the photo: a portrait whose face fills it, the crop leaving it
         for i in sub:
             canvas = Image.new("RGB", (480, 400), (128, 128, 128))
             canvas.paste(chips[i], (140, 100))
             t0 = time.perf_counter()
             faces = pipe.analyze(canvas)
             det_ms.append((time.perf_counter() - t0) * 1000)
+            alone = pipe.analyze(chips[i])
+            if alone:
+                tight.append(max(alone, key=lambda f: f["score"])["age"]), t_tight.append(true[i])
             if not faces:
                 missed += 1
                 continue
             found.append(max(faces, key=lambda f: f["score"])["age"]), t_sub.append(true[i])
         print(_row(f"UTKFace test, detect + align ({missed} of {len(sub)} missed)", found, t_sub))
+        print(_row(f"UTKFace test, the chip alone as a tight portrait ({len(sub) - len(tight)} missed)", tight, t_tight))
         print(_row("UTKFace test, chips, same subset", [out[i] for i in sub], [true[i] for i in sub]))
 
     print()

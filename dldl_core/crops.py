@@ -25,38 +25,45 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
 
 
-def warp(image: Image.Image, matrix: np.ndarray, size: int) -> Image.Image:
+def warp(image: Image.Image, matrix: np.ndarray, size: int, edge: bool = False) -> Image.Image:
     """Apply the 2x3 image-to-crop ``matrix`` to get a ``size`` x ``size`` crop.
 
-    When the face is much larger than the crop, the image is first shrunk
-    with an antialiasing filter so the crop is not aliased.
+    Where the crop leaves the image it is black, or with ``edge`` the colour of the nearest border
+    pixel, as the training chips' own augmentation extends them. When the face is much larger
+    than the crop, the image is first shrunk with an antialiasing filter so the crop is not aliased.
     """
     m = np.vstack([matrix, [0, 0, 1]])
     scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
-    if scale < 0.5:
-        # Shrink only the region the crop needs, by a whole factor, then warp.
+    if scale < 0.5 or edge:
+        # Only the region the crop needs, shrunk by a whole factor, then warped.
         inv = np.linalg.inv(m)
         corners = inv @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], float)
         x0, y0 = np.floor(corners[:2].min(1)).astype(int) - 2
         x1, y1 = np.ceil(corners[:2].max(1)).astype(int) + 2
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, image.width), min(y1, image.height)
-        if x1 > x0 and y1 > y0:
-            factor = int(1 / scale)
-            region = image.crop((x0, y0, x1, y1))
-            region = region.reduce(factor) if factor > 1 else region
-            shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
-            shrink = np.diag([factor, factor, 1.0])
-            m = m @ shift @ shrink
-            image = region
+        # the part inside the image, at least one pixel (its colour fills an edge crop)
+        cx0, cy0 = min(max(x0, 0), image.width - 1), min(max(y0, 0), image.height - 1)
+        cx1, cy1 = max(min(x1, image.width), cx0 + 1), max(min(y1, image.height), cy0 + 1)
+        factor = max(1, int(1 / scale))
+        region = image.crop((cx0, cy0, cx1, cy1))
+        region = region.reduce(factor) if factor > 1 else region
+        if edge:  # extend by whole shrunk pixels on each side the crop leaves the image
+            left, top = -(-(cx0 - x0) // factor) if x0 < cx0 else 0, -(-(cy0 - y0) // factor) if y0 < cy0 else 0
+            right, bottom = -(-(x1 - cx1) // factor) if x1 > cx1 else 0, -(-(y1 - cy1) // factor) if y1 > cy1 else 0
+            a = np.asarray(region)
+            region = Image.fromarray(np.pad(a, ((top, bottom), (left, right)) + ((0, 0),) * (a.ndim - 2), mode="edge"))
+            cx0, cy0 = cx0 - left * factor, cy0 - top * factor
+        m = m @ np.array([[1, 0, cx0], [0, 1, cy0], [0, 0, 1]], float) @ np.diag([factor, factor, 1.0])
+        image = region
     inv = np.linalg.inv(m)
     return image.transform((size, size), Image.AFFINE, data=tuple(inv[:2].ravel()), resample=Image.BILINEAR)
 
 
 def aligned_crop(image: Image.Image, landmarks: list[list[float]], template: list[list[float]], size: int) -> Image.Image:
-    """Crop a face so its 5 landmarks land on ``template`` (fractions of the crop side)."""
+    """Crop a face so its 5 landmarks land on ``template`` (fractions of the crop side); where the
+    crop leaves the photo (a face at its border, a tight portrait) the border's colours are extended:
+    black there reads faces younger."""
     dst = np.asarray(template, np.float64) * size
-    return warp(image, similarity_transform(np.asarray(landmarks), dst), size)
+    return warp(image, similarity_transform(np.asarray(landmarks), dst), size, edge=True)
 
 
 def square_crop(image: Image.Image, center: tuple[float, float], side: float, size: int) -> Image.Image:

@@ -8,7 +8,7 @@ from dldl_core.checkpoint import card_path
 from dldl_core.degrade import gaussian_blur
 from dldl_core.metrics import interval_coverage, mae
 from dldl_core.paths import shipped_weights
-from dldl_core.predict import AgePredictor
+from dldl_core.predict import AgePredictor, FacePipeline
 from dldl_core.readouts import expectation
 
 
@@ -21,6 +21,16 @@ def test_shipped_age_model_on_utkface_test(utkface_test, age_predictor):
     assert mae(pred, true) < 6.0
     assert 0.7 <= interval_coverage(torch.tensor([o["interval"] for o in out]), true) <= 0.92
     assert all(abs(sum(o["probs"]) - 1) < 1e-3 and o["interval"][0] <= o["mean"] <= o["interval"][1] for o in out)
+
+
+def test_a_tight_portrait_reads_as_its_chip(utkface_test, age_predictor):
+    """A photo that is only the face (the chip itself): its aligned crop leaves the photo, and the border's colours
+    extended there read as the chip does (0.6 years apart at the median on these 30 faces; black there, 1.2, and 0.9 younger)."""
+    chips = [Image.open(r.path).convert("RGB") for r in utkface_test[::10]]
+    pipe = FacePipeline(age_predictor)
+    alone = [max(pipe.analyze(c), key=lambda f: f["score"])["age"]["mean"] for c in chips]
+    diff = torch.tensor(alone) - torch.tensor([o["mean"] for o in age_predictor.predict_crops(chips)])
+    assert diff.abs().median() < 0.9 and abs(diff.mean()) < 0.5
 
 
 def test_card_describes_the_shipped_model(age_predictor):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dldl_core.crops import aligned_crop, similarity_transform
+from dldl_core.crops import aligned_crop, similarity_transform, warp
 from dldl_core.faces import FaceDetector
 
 
@@ -29,6 +29,22 @@ def test_aligned_crop_puts_landmarks_on_the_template():
     crop = np.asarray(aligned_crop(Image.fromarray(big), pts.tolist(), template, 100))[..., 0]
     for tx, ty in np.array(template) * 100:
         assert crop[int(ty) - 1 : int(ty) + 2, int(tx) - 1 : int(tx) + 2].mean() > 100
+
+
+@pytest.mark.parametrize("side", [240, 2400])  # the second is shrunk before it is warped
+def test_an_aligned_crop_that_leaves_the_photo_extends_its_border(side):
+    """A face at the photo's corner: inside the photo the crop is the black-filled one, outside it the border's
+    colours (black there reads faces younger); a face within the photo is cut exactly as before."""
+    template = [[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.32, 0.7], [0.68, 0.7]]
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(60, 250, (side * 2, side * 3, 3), dtype=np.uint8))
+    for offset, leaves in ((-0.2 * side, True), (0.5 * side, False)):
+        pts = np.array(template) * side + offset
+        matrix = similarity_transform(pts, np.array(template) * 100)
+        edge, black = np.asarray(aligned_crop(photo, pts.tolist(), template, 100)), np.asarray(warp(photo, matrix, 100))
+        inside = (black >= 60).all(2)
+        assert inside.mean() < 0.7 if leaves else inside.all()
+        assert edge.min() >= 60 and np.abs(edge[inside].astype(int) - black[inside]).max() <= 1
 
 
 @pytest.fixture(scope="module")

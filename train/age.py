@@ -122,7 +122,7 @@ class AgeTask(Task):
             with Image.open(paths[i]) as im:
                 return aligned_crop(im.convert("RGB"), landmarks[i].tolist(), teacher.template, teacher.crop_size)
 
-        desc = "\n".join(str(paths[i]) for i in found) + f"|{teacher.template}|{teacher.crop_size}"
+        desc = "\n".join(str(paths[i]) for i in found) + f"|{teacher.template}|{teacher.crop_size}|edge-filled"
         crops = cached_array(f"images_aflw_{teacher.crop_size}", desc, lambda: np.stack([np.asarray(align(i)) for i in found]), c.cache_dir)
         with open(c.teacher, "rb") as f:
             teacher_key = hashlib.sha1(f.read()).hexdigest()
