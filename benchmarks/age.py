@@ -6,8 +6,8 @@ Prints, for the shipped model (or ``--weights``):
   full detect-and-align path on ``--detect`` of them (each chip pasted on a grey canvas, and the
   chip alone: a tight portrait whose aligned crop leaves the photo);
 - degraded val: each val chip once through real codecs (JPEG 30-90, and with probability
-  1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val and
-  sharpened val (Pillow's unsharp mask, seeded);
+  1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val,
+  sharpened val (Pillow's unsharp mask, seeded) and small faces (40 px and enlarged back);
 - the age-balanced MAE: the mean of the MAEs of nine age groups (0-2, 3-9, 10-19, ..., 60-69,
   70+; like one of the in-the-wild collections) weighed alike, on test and on each val set:
   UTKFace's crowded twenties hide errors on the old and the young that a balanced set shows;
@@ -75,20 +75,23 @@ def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
 
 
 def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
-    """Clean val, a seeded degraded copy through real codecs, grayscale val, and a seeded sharpened
-    copy (the camera-style sharpening of phone and studio photos, which UTKFace's soft chips lack)."""
+    """Clean val, a seeded degraded copy through real codecs, grayscale val, a seeded sharpened
+    copy (the camera-style sharpening of phone and studio photos, which UTKFace's soft chips lack),
+    and small faces: each chip at 40 pixels a side and enlarged back, as a face across a family
+    photo is cut (smaller than the degraded copy's 2-4x downscale)."""
     rng = np.random.default_rng(0)
     return {
         "clean": chips,
         "degraded (real codecs, seeded)": [degraded_copy(c, rng) for c in chips],
         "grayscale": [c.convert("L").convert("RGB") for c in chips],
         "sharpened (unsharp mask, seeded)": [sharpened_copy(c, rng) for c in chips],
+        "small (40 px)": [c.resize((40, 40), Image.BILINEAR).resize(c.size, Image.BILINEAR) for c in chips],
     }
 
 
 def validation(weights: list[str], data: str | None, device: str, n_spread: int) -> str:
     """The table that chooses between candidate models: val only (clean, degraded, grayscale,
-    sharpened, the age-balanced MAE, the encoding spread); test is never read."""
+    sharpened, small faces, the age-balanced MAE, the encoding spread); test is never read."""
     val = read_utkface(data, "val")
     chips, true = _chips(val), [float(r.age) for r in val]
     sets = _val_sets(chips)
