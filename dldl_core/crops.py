@@ -29,8 +29,8 @@ def warp(image: Image.Image, matrix: np.ndarray, size: int, edge: bool = False) 
     """Apply the 2x3 image-to-crop ``matrix`` to get a ``size`` x ``size`` crop.
 
     Where the crop leaves the image it is black, or with ``edge`` the colour of the nearest border
-    pixel, as the training chips' own augmentation extends them. When the face is much larger
-    than the crop, the image is first shrunk with an antialiasing filter so the crop is not aliased.
+    pixel (the age crops: black there reads faces younger). When the face is much larger than the
+    crop, the image is first shrunk with an antialiasing filter so the crop is not aliased.
     """
     m = np.vstack([matrix, [0, 0, 1]])
     scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
