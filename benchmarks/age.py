@@ -63,6 +63,11 @@ def _row(name: str, out: list[dict], true: list[float]) -> str:
     return f"| {name} | {len(true)} | {m:.2f} | {cs:.3f} | {cov:.3f} |"
 
 
+def _best_age(faces: list[dict]) -> dict:
+    """The age readout of the most confident face the pipeline found."""
+    return max(faces, key=lambda f: f["score"])["age"]
+
+
 def _chips(rows) -> list[Image.Image]:
     return [Image.open(r.path).convert("RGB") for r in rows]
 
@@ -180,11 +185,11 @@ def main(argv: list[str] | None = None) -> None:
             det_ms.append((time.perf_counter() - t0) * 1000)
             alone = pipe.analyze(chips[i])
             if alone:
-                tight.append(max(alone, key=lambda f: f["score"])["age"]), t_tight.append(true[i])
+                tight.append(_best_age(alone)), t_tight.append(true[i])
             if not faces:
                 missed += 1
                 continue
-            found.append(max(faces, key=lambda f: f["score"])["age"]), t_sub.append(true[i])
+            found.append(_best_age(faces)), t_sub.append(true[i])
         print(_row(f"UTKFace test, detect + align ({missed} of {len(sub)} missed)", found, t_sub))
         print(_row(f"UTKFace test, the chip alone as a tight portrait ({len(sub) - len(tight)} missed)", tight, t_tight))
         print(_row("UTKFace test, chips, same subset", [out[i] for i in sub], [true[i] for i in sub]))
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         original = Image.open(photo).convert("RGB")
         for e in ("png", "jpeg92", "jpeg75", "webp"):
             faces = pipe.analyze(encode(original, e))
-            a = max(faces, key=lambda f: f["score"])["age"] if faces else None
+            a = _best_age(faces) if faces else None
             print(f"| {e} | {a['mean']:.1f} | {a['interval'][0]:.0f}-{a['interval'][1]:.0f} |" if a else f"| {e} | no face | |")
 
     batched_ms, single_ms = per_face_ms(age.predict_crops, chips)

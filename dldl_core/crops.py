@@ -46,9 +46,9 @@ def warp(image: Image.Image, matrix: np.ndarray, size: int, edge: bool = False) 
         factor = max(1, int(1 / scale))
         region = image.crop((cx0, cy0, cx1, cy1))
         region = region.reduce(factor) if factor > 1 else region
-        if edge:  # extend by whole shrunk pixels on each side the crop leaves the image
-            left, top = -(-(cx0 - x0) // factor) if x0 < cx0 else 0, -(-(cy0 - y0) // factor) if y0 < cy0 else 0
-            right, bottom = -(-(x1 - cx1) // factor) if x1 > cx1 else 0, -(-(y1 - cy1) // factor) if y1 > cy1 else 0
+        # with edge, extend by whole shrunk pixels (rounded up) on each side the crop leaves the image
+        left, top, right, bottom = (-(-max(n, 0) // factor) for n in (cx0 - x0, cy0 - y0, x1 - cx1, y1 - cy1))
+        if edge and (left or top or right or bottom):
             a = np.asarray(region)
             region = Image.fromarray(np.pad(a, ((top, bottom), (left, right)) + ((0, 0),) * (a.ndim - 2), mode="edge"))
             cx0, cy0 = cx0 - left * factor, cy0 - top * factor
