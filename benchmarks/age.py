@@ -7,7 +7,8 @@ Prints, for the shipped model (or ``--weights``):
   chip alone: a tight portrait whose aligned crop leaves the photo);
 - degraded val: each val chip once through real codecs (JPEG 30-90, and with probability
   1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val,
-  sharpened val (Pillow's unsharp mask, seeded) and small faces (40 px and enlarged back);
+  sharpened val (Pillow's unsharp mask, seeded), small faces (40 px and enlarged back) and relit
+  val (overexposed, dark, lit from one side or low contrast; seeded);
 - the age-balanced MAE: the mean of the MAEs of nine age groups (0-2, 3-9, 10-19, ..., 60-69,
   70+; like one of the in-the-wild collections) weighed alike, on test and on each val set:
   UTKFace's crowded twenties hide errors on the old and the young that a balanced set shows;
@@ -36,7 +37,7 @@ from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_utkface
-from dldl_core.degrade import ENCODINGS, degraded_copy, encode, sharpened_copy
+from dldl_core.degrade import ENCODINGS, degraded_copy, encode, relit_copy, sharpened_copy
 from dldl_core.examples import example_photos
 from dldl_core.metrics import balanced_mae, cumulative_score, interval_coverage, mae
 from dldl_core.paths import shipped_weights
@@ -82,8 +83,10 @@ def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
 def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
     """Clean val, a seeded degraded copy through real codecs, grayscale val, a seeded sharpened
     copy (the camera-style sharpening of phone and studio photos, which UTKFace's soft chips lack),
-    and small faces: each chip at 40 pixels a side and enlarged back, as a face across a family
-    photo is cut (smaller than the degraded copy's 2-4x downscale)."""
+    small faces: each chip at 40 pixels a side and enlarged back, as a face across a family
+    photo is cut (smaller than the degraded copy's 2-4x downscale), and a seeded relit copy (a
+    flash's overexposure, a dark room, light from one side, a faded print: UTKFace's chips are
+    evenly lit)."""
     rng = np.random.default_rng(0)
     return {
         "clean": chips,
@@ -91,12 +94,13 @@ def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
         "grayscale": [c.convert("L").convert("RGB") for c in chips],
         "sharpened (unsharp mask, seeded)": [sharpened_copy(c, rng) for c in chips],
         "small (40 px)": [c.resize((40, 40), Image.BILINEAR).resize(c.size, Image.BILINEAR) for c in chips],
+        "relit (seeded)": [relit_copy(c, rng) for c in chips],
     }
 
 
 def validation(weights: list[str], data: str | None, device: str, n_spread: int) -> str:
     """The table that chooses between candidate models: val only (clean, degraded, grayscale,
-    sharpened, small faces, the age-balanced MAE, the encoding spread); test is never read."""
+    sharpened, small faces, relit, the age-balanced MAE, the encoding spread); test is never read."""
     val = read_utkface(data, "val")
     chips, true = _chips(val), [float(r.age) for r in val]
     sets = _val_sets(chips)
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
     ap.add_argument("--validation", nargs="*", metavar="WEIGHTS",
-                    help="only the validation table (val clean, degraded, grayscale, sharpened, the age-balanced MAE, the encoding "
+                    help="only the validation table (val clean, degraded, grayscale, sharpened, small, relit, the age-balanced MAE, the encoding "
                          "spread) for these weights (default: the shipped ones)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)

@@ -108,10 +108,27 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
 
 
-def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0) -> torch.Tensor:
+def relight(x: torch.Tensor, gain: torch.Tensor, low: torch.Tensor, angle: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+    """Lighting of a float batch (N, 3, H, W) in 0..1, each image its own values (N,): light from
+    one side (brightness scaled by a linear ramp along ``angle``, in radians, from ``low`` to 1 over
+    the square's diagonal, so that a light straight from the side spans a little less of it), an
+    exposure ``gain`` clipped at white as a sensor clips, then the contrast scaled by ``contrast``
+    about the image's mean, as a faded print or a hazy lens flattens it."""
+    h, w = x.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
+    along = (xs * torch.cos(angle)[:, None, None] + ys * torch.sin(angle)[:, None, None]) / 2 ** 0.5  # -1..1 along a diagonal
+    ramp = low[:, None, None] + (1 - low[:, None, None]) * (along + 1) / 2
+    x = (x * (gain[:, None, None] * ramp)[:, None]).clamp(0, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (mean + (x - mean) * contrast[:, None, None, None]).clamp(0, 1)
+
+
+def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0, lighting: float = 0.0) -> torch.Tensor:
     """Random photo degradations of a float batch (N, 3, H, W) in 0..1, each image its own draw.
 
-    In order, as a camera and a web upload would apply them: white balance, gamma and
+    In order, as a camera and a web upload would apply them: with probability ``lighting`` (not
+    scaled) light from one side, to 0.3-1 of the lit side's brightness, an exposure of 0.35-2x
+    clipped at white, and the contrast scaled by 0.5-1 (``relight``); white balance, gamma and
     saturation; grayscale (p 0.15); low resolution, downscaled 1.5-4x and back (p 0.3);
     blur, sigma 0.4-1.6 px (p 0.2), or else an unsharp mask of sigma and amount 0.5-1.5 (p
     ``sharpen``, not scaled); sensor noise, std up to 0.04 (p 0.2); JPEG at quality 30-95 (p 0.8;
@@ -122,6 +139,15 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0)
     def chance(p: float) -> torch.Tensor:
         return torch.rand(n, device=dev) < p * strength
 
+    if lighting > 0:  # drawn only when asked, so that runs without it keep their random stream
+        lit = torch.rand(n, device=dev) < lighting
+        k = int(lit.sum())
+        if k:
+            def draw(lo: float, hi: float) -> torch.Tensor:
+                return torch.empty(k, device=dev).uniform_(lo, hi)
+
+            gain = torch.exp(draw(math.log(0.35), math.log(2.0)))
+            x[lit] = relight(x[lit], gain, draw(0.3, 1.0), draw(0, 2 * math.pi), draw(0.5, 1.0))
     gains = torch.empty(n, 3, 1, 1, device=dev).uniform_(0.85, 1.15)
     gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.4, 0.4))
     x = (x * gains).clamp(0, 1) ** gamma
@@ -195,3 +221,23 @@ def sharpened_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     80-200%), as a camera or phone sharpens a photo, saved as JPEG at quality 90."""
     image = image.filter(ImageFilter.UnsharpMask(rng.uniform(1.0, 2.5), int(rng.integers(80, 201)), 2))
     return encode(image, "jpeg90")
+
+
+def relit_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One seeded copy of a face chip under other light, saved as JPEG at quality 90: one of
+    overexposed (1.4-1.8x, clipped at white, as a flash or a bright window does), dark (0.3-0.5x
+    with sensor noise), lit from the left or right (to 0.25-0.45 of the lit side) or low contrast
+    (0.5-0.7 about the mean, a faded print). Made with numpy, not with ``relight``, so that the
+    benchmark's set is not the training draw."""
+    a = np.asarray(image.convert("RGB"), np.float32) / 255
+    kind = int(rng.integers(4))
+    if kind == 0:
+        a = a * rng.uniform(1.4, 1.8)
+    elif kind == 1:
+        a = a * rng.uniform(0.3, 0.5) + rng.normal(0, 0.015, a.shape)
+    elif kind == 2:
+        ramp = np.linspace(rng.uniform(0.25, 0.45), rng.uniform(1.0, 1.3), a.shape[1])
+        a = a * (ramp if rng.random() < 0.5 else ramp[::-1])[None, :, None]
+    else:
+        a = a.mean() + rng.uniform(0.5, 0.7) * (a - a.mean())
+    return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")

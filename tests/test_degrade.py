@@ -8,7 +8,18 @@ import torch
 from PIL import Image
 from skimage import data
 
-from dldl_core.degrade import ENCODINGS, degraded_copy, encode, gaussian_blur, jpeg, random_degrade, sharpened_copy, unsharp_mask
+from dldl_core.degrade import (
+    ENCODINGS,
+    degraded_copy,
+    encode,
+    gaussian_blur,
+    jpeg,
+    random_degrade,
+    relight,
+    relit_copy,
+    sharpened_copy,
+    unsharp_mask,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +72,28 @@ def test_unsharp_mask_matches_the_real_filter_and_adds_detail(photo):
     assert (sharp.diff(dim=-1).abs().mean(dim=(1, 2, 3)) > 1.1 * plain.diff(dim=-1).abs().mean(dim=(1, 2, 3))).all()
 
 
+def test_relight_lights_one_side_clips_at_white_and_flattens_contrast(photo):
+    grey = torch.full((3, 3, 64, 64), 0.5)
+    one, zero = torch.ones(3), torch.zeros(3)
+    side = relight(grey, one, torch.full((3,), 0.3), torch.tensor([0.0, torch.pi, torch.pi / 2]), one)
+    left, right = side[..., :32].mean(dim=(1, 2, 3)), side[..., 32:].mean(dim=(1, 2, 3))
+    top, bottom = side[..., :32, :].mean(dim=(1, 2, 3)), side[..., 32:, :].mean(dim=(1, 2, 3))
+    assert left[0] < 0.75 * right[0] and right[1] < 0.75 * left[1]  # lit from the right, then from the left
+    assert top[2] < 0.75 * bottom[2] and abs(float(left[2] - right[2])) < 1e-3  # lit from below
+    assert float(side.max()) <= 0.5 + 1e-6  # the lit side keeps its brightness, the other falls
+    x = _tensor(photo)
+    assert torch.allclose(relight(x, one[:1], one[:1], zero[:1], one[:1]), x)  # no change asked, none made
+    bright = relight(x, torch.tensor([3.0]), one[:1], zero[:1], one[:1])
+    assert float((bright == 1).float().mean()) > 0.5 and float(bright.max()) == 1.0  # clipped, as a sensor clips
+    flat = relight(x, one[:1], one[:1], zero[:1], torch.tensor([0.5]))
+    assert torch.allclose(flat, x.mean() + 0.5 * (x - x.mean()), atol=1e-6)  # contrast halved about the mean
+    torch.manual_seed(0)
+    plain = random_degrade(x.repeat(16, 1, 1, 1), 0.0)
+    torch.manual_seed(0)
+    lit = random_degrade(x.repeat(16, 1, 1, 1), 0.0, lighting=1.0)
+    assert lit.mean(dim=(1, 2, 3)).std() > 2 * plain.mean(dim=(1, 2, 3)).std()  # every face relit, each its own way
+
+
 def test_random_degrade_varies_per_image_and_stays_in_range(photo):
     torch.manual_seed(0)
     x = _tensor(photo).repeat(16, 1, 1, 1)
@@ -82,5 +115,9 @@ def test_encodings_and_degraded_copies(photo):
     s1, s2 = (np.asarray(sharpened_copy(photo, np.random.default_rng(3))).astype(float) for _ in range(2))
     assert np.array_equal(s1, s2)
     assert np.abs(np.diff(s1, axis=1)).mean() > 1.2 * np.abs(np.diff(np.asarray(photo).astype(float), axis=1)).mean()
+    r1, r2 = (np.asarray(relit_copy(photo, np.random.default_rng(k))).astype(float) for k in (3, 3))
+    assert np.array_equal(r1, r2)
+    lit = [np.asarray(relit_copy(photo, np.random.default_rng(k))).astype(float) for k in range(12)]
+    assert max(abs(a.mean() - np.asarray(photo).mean()) for a in lit) > 20  # some much brighter or darker
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(photo, "gif")
