@@ -239,5 +239,6 @@ def relit_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
         ramp = np.linspace(rng.uniform(0.25, 0.45), rng.uniform(1.0, 1.3), a.shape[1])
         a = a * (ramp if rng.random() < 0.5 else ramp[::-1])[None, :, None]
     else:
-        a = a.mean() + rng.uniform(0.5, 0.7) * (a - a.mean())
+        mean = a.mean()
+        a = mean + rng.uniform(0.5, 0.7) * (a - mean)
     return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
