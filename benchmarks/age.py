@@ -29,6 +29,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,44 +81,58 @@ def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
     return means.max(0) - means.min(0)
 
 
-def _val_sets(chips: list[Image.Image]) -> dict[str, list[Image.Image]]:
-    """Clean val, a seeded degraded copy through real codecs, grayscale val, a seeded sharpened
-    copy (the camera-style sharpening of phone and studio photos, which UTKFace's soft chips lack),
-    small faces: each chip at 40 pixels a side and enlarged back, as a face across a family
-    photo is cut (smaller than the degraded copy's 2-4x downscale), and a seeded relit copy (a
-    flash's overexposure, a dark room, light from one side, a faded print: UTKFace's chips are
-    evenly lit)."""
+def _small(chip: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return chip.resize((40, 40), Image.BILINEAR).resize(chip.size, Image.BILINEAR)
+
+
+def _gray(chip: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return chip.convert("L").convert("RGB")
+
+
+# Each val set is made chip by chip from clean val; the seeded ones draw from one stream in this order.
+VAL_SETS = {
+    "clean": None,
+    "degraded (real codecs, seeded)": degraded_copy,
+    "grayscale": _gray,
+    "sharpened (unsharp mask, seeded)": sharpened_copy,
+    "small (40 px)": _small,
+    "relit (seeded)": relit_copy,
+}
+
+
+def _val_sets(chips: list[Image.Image]) -> Iterator[tuple[str, list[Image.Image]]]:
+    """``VAL_SETS`` one at a time (each about 0.3 GB): clean val, a seeded degraded copy through
+    real codecs, grayscale val, a seeded sharpened copy (the camera-style sharpening of phone and
+    studio photos, which UTKFace's soft chips lack), small faces: each chip at 40 pixels a side and
+    enlarged back, as a face across a family photo is cut (smaller than the degraded copy's 2-4x
+    downscale), and a seeded relit copy (a flash's overexposure, a dark room, light from one side, a
+    faded print: UTKFace's chips are evenly lit)."""
     rng = np.random.default_rng(0)
-    return {
-        "clean": chips,
-        "degraded (real codecs, seeded)": [degraded_copy(c, rng) for c in chips],
-        "grayscale": [c.convert("L").convert("RGB") for c in chips],
-        "sharpened (unsharp mask, seeded)": [sharpened_copy(c, rng) for c in chips],
-        "small (40 px)": [c.resize((40, 40), Image.BILINEAR).resize(c.size, Image.BILINEAR) for c in chips],
-        "relit (seeded)": [relit_copy(c, rng) for c in chips],
-    }
+    for name, make in VAL_SETS.items():
+        yield name, chips if make is None else [make(c, rng) for c in chips]
 
 
 def validation(weights: list[str], data: str | None, device: str, n_spread: int) -> str:
-    """The table that chooses between candidate models: val only (clean, degraded, grayscale,
-    sharpened, small faces, relit, the age-balanced MAE, the encoding spread); test is never read."""
+    """The table that chooses between candidate models: val only (``VAL_SETS``, the age-balanced
+    MAE, the encoding spread); test is never read."""
     val = read_utkface(data, "val")
     chips, true = _chips(val), [float(r.age) for r in val]
-    sets = _val_sets(chips)
-    lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", "",
-             "| weights | T / blur | " + " | ".join(sets) + " | age-balanced MAE clean / degraded | spread median / p90 |",
-             "|---|---|" + "---|" * len(sets) + "---|---|"]
-    for w in weights:
-        age = AgePredictor(w, device)
-        cells, balanced = [], []
-        for images in sets.values():
+    models = [AgePredictor(w, device) for w in weights]
+    cells: list[list[str]] = [[] for _ in models]
+    balanced: list[list[float]] = [[] for _ in models]
+    for _, images in _val_sets(chips):
+        for i, age in enumerate(models):
             out = age.predict_crops(images)
             m, _, cov = _scores(out, true)
-            cells.append(f"{m:.2f} / {cov:.3f}")
-            balanced.append(_balanced(out, true))
-        cells.append(f"{balanced[0]:.2f} / {balanced[1]:.2f}")
+            cells[i].append(f"{m:.2f} / {cov:.3f}")
+            balanced[i].append(_balanced(out, true))
+    lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", "",
+             "| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 |",
+             "|---|---|" + "---|" * len(VAL_SETS) + "---|---|"]
+    for w, age, row, bal in zip(weights, models, cells, balanced):
         spread = _spread(age, chips, n_spread)
-        lines.append(f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(cells) + f" | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
+        lines.append(f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(row)
+                     + f" | {bal[0]:.2f} / {bal[1]:.2f} | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
     return "\n".join(lines)
 
 
@@ -153,8 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
     ap.add_argument("--validation", nargs="*", metavar="WEIGHTS",
-                    help="only the validation table (val clean, degraded, grayscale, sharpened, small, relit, the age-balanced MAE, the encoding "
-                         "spread) for these weights (default: the shipped ones)")
+                    help=f"only the validation table (val {', '.join(VAL_SETS)}; the age-balanced MAE, the encoding spread) "
+                         "for these weights (default: the shipped ones)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     if args.validation is not None:
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     val = read_utkface(args.data, "val")
     val_chips, val_true = _chips(val), [float(r.age) for r in val]
     balanced = {"UTKFace test, chips": _balanced(out, true)}
-    for name, images in _val_sets(val_chips).items():
+    for name, images in _val_sets(val_chips):
         val_out = age.predict_crops(images)
         print(_row(f"UTKFace val, {name}", val_out, val_true))
         balanced[f"UTKFace val, {name}"] = _balanced(val_out, val_true)
