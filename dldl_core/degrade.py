@@ -103,6 +103,28 @@ def unsharp_mask(x: torch.Tensor, sigma: torch.Tensor, amount: torch.Tensor) -> 
     return (x + amount[:, None, None, None] * (x - gaussian_blur(x, sigma))).clamp(0, 1)
 
 
+def bilateral(x: torch.Tensor, sigma_space: torch.Tensor, sigma_color: torch.Tensor) -> torch.Tensor:
+    """Edge-preserving smoothing of a float batch (N, C, H, W) in 0..1, as a phone's noise
+    reduction, a beauty filter or makeup smooths skin: each pixel becomes the mean of its
+    neighbours within ``1.5 sigma_space`` pixels, weighed by a Gaussian of their distance (sigma
+    ``sigma_space``) and of their colour difference (Euclidean over the channels, sigma
+    ``sigma_color``), so fine texture such as wrinkles fades while the edges of eyes, mouth and face
+    stay sharp. ``sigma_space`` and ``sigma_color`` are one per image (N,)."""
+    radius = max(1, math.ceil(1.5 * float(sigma_space.max())))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    space = (-0.5 / sigma_space.clamp(min=1e-3) ** 2)[:, None, None, None]
+    color = (-0.5 / sigma_color.clamp(min=1e-4) ** 2)[:, None, None, None]
+    total, weight = torch.zeros_like(x), torch.zeros_like(x[:, :1])
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            near = padded[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]
+            wq = torch.exp(space * (dy * dy + dx * dx) + color * (near - x).pow(2).sum(1, keepdim=True))
+            total += wq * near
+            weight += wq
+    return total / weight
+
+
 def luma(x: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) grey levels of an RGB batch (N, 3, H, W), with the weights of Pillow's ``convert("L")``."""
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
@@ -123,16 +145,18 @@ def relight(x: torch.Tensor, gain: torch.Tensor, low: torch.Tensor, angle: torch
     return (mean + (x - mean) * contrast[:, None, None, None]).clamp(0, 1)
 
 
-def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0, lighting: float = 0.0) -> torch.Tensor:
+def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0, lighting: float = 0.0, smooth: float = 0.0) -> torch.Tensor:
     """Random photo degradations of a float batch (N, 3, H, W) in 0..1, each image its own draw.
 
     In order, as a camera and a web upload would apply them: with probability ``lighting`` (not
     scaled) light from one side, to 0.3-1 of the lit side's brightness, an exposure of 0.35-2x
     clipped at white, and the contrast scaled by 0.5-1 (``relight``); white balance, gamma and
     saturation; grayscale (p 0.15); low resolution, downscaled 1.5-4x and back (p 0.3);
-    blur, sigma 0.4-1.6 px (p 0.2), or else an unsharp mask of sigma and amount 0.5-1.5 (p
-    ``sharpen``, not scaled); sensor noise, std up to 0.04 (p 0.2); JPEG at quality 30-95 (p 0.8;
-    the rest stay as they are). ``strength`` scales every other probability.
+    blur, sigma 0.4-1.6 px (p 0.2); a face not blurred may be smoothed with its edges kept, sigma
+    0.8-2.5 px and colour sigma 0.03-0.12 (p ``smooth``, not scaled; ``bilateral``), then
+    sharpened by an unsharp mask of sigma and amount 0.5-1.5 (p ``sharpen``, not scaled); sensor
+    noise, std up to 0.04 (p 0.2); JPEG at quality 30-95 (p 0.8; the rest stay as they are).
+    ``strength`` scales every other probability.
     """
     n, dev = x.shape[0], x.device
 
@@ -165,6 +189,11 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
     if blur.any():
         sigma = torch.empty(int(blur.sum()), device=dev).uniform_(0.4, 1.6)
         x[blur] = gaussian_blur(x[blur], sigma)
+    if smooth > 0:  # drawn only when asked, so that runs without it keep their random stream
+        smoothed = (torch.rand(n, device=dev) < smooth) & ~blur
+        k = int(smoothed.sum())
+        if k:
+            x[smoothed] = bilateral(x[smoothed], torch.empty(k, device=dev).uniform_(0.8, 2.5), torch.empty(k, device=dev).uniform_(0.03, 0.12))
     if sharpen > 0:  # drawn only when asked, so that runs without it keep their random stream
         sharp = (torch.rand(n, device=dev) < sharpen) & ~blur
         k = int(sharp.sum())
@@ -242,3 +271,17 @@ def relit_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
         mean = a.mean()
         a = mean + rng.uniform(0.5, 0.7) * (a - mean)
     return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
+
+
+def smoothed_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One seeded copy of a face chip with its skin smoothed, as a phone's noise reduction, a
+    beauty filter or makeup does, saved as JPEG at quality 90: scikit-image's bilateral filter
+    (spatial sigma 1.5-3 px at the 200-px chip, colour sigma 0.04-0.1), not ``bilateral``, so that
+    the benchmark's set is not the training draw."""
+    from skimage.restoration import denoise_bilateral
+
+    sigma = rng.uniform(1.5, 3.0)
+    a = denoise_bilateral(np.asarray(image.convert("RGB"), np.float32) / 255, win_size=2 * math.ceil(1.5 * sigma) + 1,
+                          sigma_color=rng.uniform(0.04, 0.1), sigma_spatial=sigma, mode="edge", channel_axis=-1)
+    return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
+

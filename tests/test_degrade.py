@@ -10,6 +10,7 @@ from skimage import data
 
 from dldl_core.degrade import (
     ENCODINGS,
+    bilateral,
     degraded_copy,
     encode,
     gaussian_blur,
@@ -18,6 +19,7 @@ from dldl_core.degrade import (
     relight,
     relit_copy,
     sharpened_copy,
+    smoothed_copy,
     unsharp_mask,
 )
 
@@ -94,6 +96,34 @@ def test_relight_lights_one_side_clips_at_white_and_flattens_contrast(photo):
     assert lit.mean(dim=(1, 2, 3)).std() > 2 * plain.mean(dim=(1, 2, 3)).std()  # every face relit, each its own way
 
 
+def test_bilateral_smooths_texture_and_keeps_edges():
+    torch.manual_seed(0)
+    step = torch.zeros(2, 3, 32, 32)
+    step[..., 16:] = 0.8  # a sharp edge (eye to skin)
+    skin = step + 0.02 * torch.randn_like(step)  # fine texture on both sides
+    out = bilateral(skin, torch.tensor([2.0, 2.0]), torch.tensor([0.1, 1e-4]))
+    inside = (slice(None), slice(None), slice(4, 28))
+    left, right = out[0][inside][..., 4:12], out[0][inside][..., 20:28]
+    assert left.std() < 0.4 * skin[0][inside][..., 4:12].std() and right.std() < 0.4 * skin[0][inside][..., 20:28].std()
+    assert float(out[0][..., 17:].min()) > 0.7 and float(out[0][..., :15].max()) < 0.1  # the edge stays where it was
+    assert torch.allclose(out[1], skin[1], atol=1e-4)  # a colour sigma near 0 averages nothing: each image its own
+    wide = bilateral(step, torch.tensor([2.0]), torch.tensor([100.0]))[0, 0, 8]
+    assert 0.2 < float(wide[15]) < 0.4 and 0.4 < float(wide[16]) < 0.6  # no colour limit: a plain blur crosses the edge
+
+
+def test_random_degrade_smooths_only_when_asked(photo):
+    x = _tensor(photo).repeat(4, 1, 1, 1)
+    torch.manual_seed(0)
+    plain = random_degrade(x.clone(), 0.0)
+    torch.manual_seed(0)
+    smooth = random_degrade(x.clone(), 0.0, smooth=1.0)
+    def detail(t: torch.Tensor) -> torch.Tensor:
+        return (t[..., 1:] - t[..., :-1]).abs().mean(dim=(1, 2, 3))
+
+    assert (detail(smooth) < detail(plain)).all() and float((detail(smooth) / detail(plain)).mean()) < 0.93  # every face smoothed
+    assert ((smooth - plain).abs().mean(dim=(1, 2, 3)) > 0.003).all()
+
+
 def test_random_degrade_varies_per_image_and_stays_in_range(photo):
     torch.manual_seed(0)
     x = _tensor(photo).repeat(16, 1, 1, 1)
@@ -119,5 +149,8 @@ def test_encodings_and_degraded_copies(photo):
     assert np.array_equal(r1, r2)
     lit = [np.asarray(relit_copy(photo, np.random.default_rng(k))).astype(float) for k in range(12)]
     assert max(abs(a.mean() - np.asarray(photo).mean()) for a in lit) > 20  # some much brighter or darker
+    m1, m2 = (np.asarray(smoothed_copy(photo, np.random.default_rng(3))).astype(float) for _ in range(2))
+    assert np.array_equal(m1, m2)
+    assert np.abs(np.diff(m1, axis=1)).mean() < 0.85 * np.abs(np.diff(np.asarray(photo).astype(float), axis=1)).mean()
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(photo, "gif")

@@ -53,6 +53,9 @@ class AgeConfig(TrainConfig):
                          "and phones sharpen photos); 0 = never")
     lighting: float = opt(0.0, "with degrade: the probability that a face is relit (light from one side, an exposure of "
                           "0.35-2x clipped at white, lower contrast; dldl_core.degrade.relight); 0 = never")
+    smooth: float = opt(0.0, "with degrade: the probability that a face not blurred is smoothed by an edge-preserving filter "
+                        "(phone noise reduction, beauty filters, makeup: skin texture fades, edges stay; "
+                        "dldl_core.degrade.bilateral); 0 = never")
     consistency: float = opt(0.0, "weight of a Jensen-Shannon term between two differently degraded views of each face "
                              "(half the batch's faces, two views each); 0 = off")
     consistency_gray: float = opt(0.0, "with consistency: the probability that a pair's second view is also turned grayscale "
@@ -160,7 +163,7 @@ class AgeTask(Task):
         if c.consistency > 0:
             x, labels = x[::2].repeat(2, 1, 1, 1), labels[::2].repeat(2)
         if c.degrade > 0:
-            x = random_degrade(x, c.degrade, c.sharpen, c.lighting)
+            x = random_degrade(x, c.degrade, c.sharpen, c.lighting, c.smooth)
         if c.consistency > 0 and c.consistency_gray > 0:
             second = torch.arange(len(x), device=x.device) >= len(x) // 2
             turn = second & (torch.rand(len(x), device=x.device) < c.consistency_gray)
