@@ -163,15 +163,15 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
     def chance(p: float) -> torch.Tensor:
         return torch.rand(n, device=dev) < p * strength
 
+    def uniform(k: int, lo: float, hi: float) -> torch.Tensor:
+        return torch.empty(k, device=dev).uniform_(lo, hi)
+
     if lighting > 0:  # drawn only when asked, so that runs without it keep their random stream
         lit = torch.rand(n, device=dev) < lighting
         k = int(lit.sum())
         if k:
-            def draw(lo: float, hi: float) -> torch.Tensor:
-                return torch.empty(k, device=dev).uniform_(lo, hi)
-
-            gain = torch.exp(draw(math.log(0.35), math.log(2.0)))
-            x[lit] = relight(x[lit], gain, draw(0.3, 1.0), draw(0, 2 * math.pi), draw(0.5, 1.0))
+            gain = torch.exp(uniform(k, math.log(0.35), math.log(2.0)))
+            x[lit] = relight(x[lit], gain, uniform(k, 0.3, 1.0), uniform(k, 0, 2 * math.pi), uniform(k, 0.5, 1.0))
     gains = torch.empty(n, 3, 1, 1, device=dev).uniform_(0.85, 1.15)
     gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.4, 0.4))
     x = (x * gains).clamp(0, 1) ** gamma
@@ -187,18 +187,17 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
         x[i] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
     blur = chance(0.2)
     if blur.any():
-        sigma = torch.empty(int(blur.sum()), device=dev).uniform_(0.4, 1.6)
-        x[blur] = gaussian_blur(x[blur], sigma)
+        x[blur] = gaussian_blur(x[blur], uniform(int(blur.sum()), 0.4, 1.6))
     if smooth > 0:  # drawn only when asked, so that runs without it keep their random stream
         smoothed = (torch.rand(n, device=dev) < smooth) & ~blur
         k = int(smoothed.sum())
         if k:
-            x[smoothed] = bilateral(x[smoothed], torch.empty(k, device=dev).uniform_(0.8, 2.5), torch.empty(k, device=dev).uniform_(0.03, 0.12))
+            x[smoothed] = bilateral(x[smoothed], uniform(k, 0.8, 2.5), uniform(k, 0.03, 0.12))
     if sharpen > 0:  # drawn only when asked, so that runs without it keep their random stream
         sharp = (torch.rand(n, device=dev) < sharpen) & ~blur
         k = int(sharp.sum())
         if k:
-            x[sharp] = unsharp_mask(x[sharp], torch.empty(k, device=dev).uniform_(0.5, 1.5), torch.empty(k, device=dev).uniform_(0.5, 1.5))
+            x[sharp] = unsharp_mask(x[sharp], uniform(k, 0.5, 1.5), uniform(k, 0.5, 1.5))
     noisy = chance(0.2)
     if noisy.any():
         std = torch.empty(int(noisy.sum()), 1, 1, 1, device=dev).uniform_(0.005, 0.04)
@@ -252,6 +251,11 @@ def sharpened_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return encode(image, "jpeg90")
 
 
+def _saved_jpeg90(a: np.ndarray) -> Image.Image:
+    """A float image (H, W, 3) in 0..1, rounded to 8 bits and saved as JPEG at quality 90."""
+    return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
+
+
 def relit_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """One seeded copy of a face chip under other light, saved as JPEG at quality 90: one of
     overexposed (1.4-1.8x, clipped at white, as a flash or a bright window does), dark (0.3-0.5x
@@ -270,7 +274,7 @@ def relit_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     else:
         mean = a.mean()
         a = mean + rng.uniform(0.5, 0.7) * (a - mean)
-    return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
+    return _saved_jpeg90(a)
 
 
 def smoothed_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -283,5 +287,4 @@ def smoothed_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     sigma = rng.uniform(1.5, 3.0)
     a = denoise_bilateral(np.asarray(image.convert("RGB"), np.float32) / 255, win_size=2 * math.ceil(1.5 * sigma) + 1,
                           sigma_color=rng.uniform(0.04, 0.1), sigma_spatial=sigma, mode="edge", channel_axis=-1)
-    return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
-
+    return _saved_jpeg90(a)

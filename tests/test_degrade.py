@@ -117,6 +117,7 @@ def test_random_degrade_smooths_only_when_asked(photo):
     plain = random_degrade(x.clone(), 0.0)
     torch.manual_seed(0)
     smooth = random_degrade(x.clone(), 0.0, smooth=1.0)
+
     def detail(t: torch.Tensor) -> torch.Tensor:
         return (t[..., 1:] - t[..., :-1]).abs().mean(dim=(1, 2, 3))
 
