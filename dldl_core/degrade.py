@@ -163,8 +163,8 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
     def chance(p: float) -> torch.Tensor:
         return torch.rand(n, device=dev) < p * strength
 
-    def uniform(k: int, lo: float, hi: float) -> torch.Tensor:
-        return torch.empty(k, device=dev).uniform_(lo, hi)
+    def uniform(shape: int | tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
+        return torch.empty(shape, device=dev).uniform_(lo, hi)
 
     if lighting > 0:  # drawn only when asked, so that runs without it keep their random stream
         lit = torch.rand(n, device=dev) < lighting
@@ -172,11 +172,11 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
         if k:
             gain = torch.exp(uniform(k, math.log(0.35), math.log(2.0)))
             x[lit] = relight(x[lit], gain, uniform(k, 0.3, 1.0), uniform(k, 0, 2 * math.pi), uniform(k, 0.5, 1.0))
-    gains = torch.empty(n, 3, 1, 1, device=dev).uniform_(0.85, 1.15)
-    gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.4, 0.4))
+    gains = uniform((n, 3, 1, 1), 0.85, 1.15)
+    gamma = torch.exp(uniform((n, 1, 1, 1), -0.4, 0.4))
     x = (x * gains).clamp(0, 1) ** gamma
     gray = luma(x)
-    sat = torch.empty(n, 1, 1, 1, device=dev).uniform_(0.6, 1.3)
+    sat = uniform((n, 1, 1, 1), 0.6, 1.3)
     sat = torch.where(chance(0.15)[:, None, None, None], torch.zeros_like(sat), sat)
     x = (gray + (x - gray) * sat).clamp(0, 1)
 
@@ -200,7 +200,7 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
             x[sharp] = unsharp_mask(x[sharp], uniform(k, 0.5, 1.5), uniform(k, 0.5, 1.5))
     noisy = chance(0.2)
     if noisy.any():
-        std = torch.empty(int(noisy.sum()), 1, 1, 1, device=dev).uniform_(0.005, 0.04)
+        std = uniform((int(noisy.sum()), 1, 1, 1), 0.005, 0.04)
         x[noisy] = (x[noisy] + torch.randn_like(x[noisy]) * std).clamp(0, 1)
     coded = chance(0.8)
     if coded.any():
