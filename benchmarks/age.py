@@ -17,6 +17,9 @@ Prints, for the shipped model (or ``--weights``):
   predicted mean over PNG, JPEG q95/q75/q50, WebP and grayscale versions;
 - the astronaut example (scikit-image's PNG, an adult in her thirties) through detection, as the
   PNG it ships as and re-encoded;
+- faces unlike UTKFace's, without ages: AFLW's val photos (Flickr, in the wild) through detection,
+  their 80% intervals against clean val's at the same predicted age: the interval should widen
+  on faces unlike the training ones, and ``widen`` measures by how much;
 - held-out groups: for each ``--held-out`` run (trained with ``--hold-out-race``), MAE and
   coverage on the group it never saw (its train and val rows; never test) against its own
   in-domain val. ``--record`` keeps those rows in ``benchmarks/records/`` so later runs print
@@ -38,7 +41,7 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
-from dldl_core.data import read_utkface
+from dldl_core.data import read_pose, read_utkface
 from dldl_core.degrade import ENCODINGS, degraded_copy, encode, relit_copy, sharpened_copy, smoothed_copy
 from dldl_core.examples import example_photos
 from dldl_core.metrics import balanced_mae, cumulative_score, interval_coverage, mae
@@ -115,6 +118,40 @@ def _val_sets(chips: list[Image.Image]) -> Iterator[tuple[str, list[Image.Image]
         yield name, chips if make is None else [make(c, rng) for c in chips]
 
 
+def _widths(out: list[dict]) -> np.ndarray:
+    return np.array([o["interval"][1] - o["interval"][0] for o in out], float)
+
+
+def widen(wild: list[dict], val: list[dict]) -> list[tuple[str, int, float, float]]:
+    """(band of predicted age, faces, mean 80% interval width of ``wild``, of ``val``) per band of
+    ``AGE_GROUPS``, and a last row "all" whose val width is that of val's band for each wild face
+    (matched on the predicted age, so that a set of older-looking faces does not widen by itself)."""
+    w_mean, v_mean = (np.array([o["mean"] for o in x]) for x in (wild, val))
+    w_width, v_width = _widths(wild), _widths(val)
+    rows, matched = [], np.full(len(wild), np.nan)
+    for lo, hi in AGE_GROUPS:
+        w, v = (w_mean >= lo) & (w_mean < hi + 1), (v_mean >= lo) & (v_mean < hi + 1)
+        if w.any() and v.any():
+            matched[w] = v_width[v].mean()
+            rows.append((f"{lo}-{hi}", int(w.sum()), float(w_width[w].mean()), float(v_width[v].mean())))
+    k = np.isfinite(matched)
+    return rows + [("all", int(k.sum()), float(w_width[k].mean()), float(matched[k].mean()))]
+
+
+def _wild(age: AgePredictor, data: str | None, n: int) -> list[dict]:
+    """Age readouts of up to ``n`` evenly spaced AFLW val photos through detection (the most
+    confident face of each; photos where none is found are left out)."""
+    rows = read_pose("aflw", data, "val")
+    pipe = FacePipeline(age)
+    out = []
+    for r in rows[:: max(1, len(rows) // n)][:n]:
+        with Image.open(r.path) as im:
+            faces = pipe.analyze(im.convert("RGB"))
+        if faces:
+            out.append(_best_age(faces))
+    return out
+
+
 def validation(weights: list[str], data: str | None, device: str, n_spread: int) -> str:
     """The table that chooses between candidate models: val only (``VAL_SETS``, the age-balanced
     MAE, the encoding spread); test is never read."""
@@ -167,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--detect", type=int, default=300, help="test chips to also run through detection (0 = none)")
     ap.add_argument("--consistency", type=int, default=500, help="val chips for the encoding-consistency spread (0 = none)")
+    ap.add_argument("--wild", type=int, default=2000, help="AFLW val photos (no ages) for the interval widths in the wild (0 = none)")
     ap.add_argument("--held-out", nargs="*", default=[], help="weights of runs trained with --hold-out-race")
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
@@ -232,8 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     val = read_utkface(args.data, "val")
     val_chips, val_true = _chips(val), [float(r.age) for r in val]
     balanced = {"UTKFace test, chips": _balanced(out, true)}
+    clean_val: list[dict] = []
     for name, images in _val_sets(val_chips):
         val_out = age.predict_crops(images)
+        clean_val = clean_val or val_out
         print(_row(f"UTKFace val, {name}", val_out, val_true))
         balanced[f"UTKFace val, {name}"] = _balanced(val_out, val_true)
     print()
@@ -243,6 +283,17 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|")
     for name, value in balanced.items():
         print(f"| {name} | {value:.2f} |")
+
+    if args.wild:
+        wild = _wild(age, args.data, args.wild)
+        print()
+        print(f"Faces unlike UTKFace's: {len(wild)} AFLW val photos (in the wild, no ages) through detection; "
+              "their mean 80% interval width against clean val's, by predicted age")
+        print()
+        print("| predicted age | AFLW faces | AFLW width | val width | ratio |")
+        print("|---|---|---|---|---|")
+        for band, n, w, v in widen(wild, clean_val):
+            print(f"| {band} | {n} | {w:.1f} | {v:.1f} | {w / v:.2f} |")
 
     held = _held_out_rows(args)
     shown = {h["race"] for h in held}

@@ -1,10 +1,12 @@
 import json
 
+import pytest
 import torch
 from PIL import Image
 
 from dldl_core.age import age_logits, age_probs, gray_view
 from dldl_core.checkpoint import card_path
+from dldl_core.data import data_root
 from dldl_core.degrade import gaussian_blur
 from dldl_core.metrics import interval_coverage, mae
 from dldl_core.paths import shipped_weights
@@ -83,3 +85,31 @@ def test_the_cards_blur_is_applied_to_every_face(tmp_path, utkface_test):
     assert torch.allclose(read_soft, age_probs(logits, plain.temperature), atol=1e-4)
     moved = (expectation(read_soft, soft.bins) - expectation(plain.probs(chips), plain.bins)).abs()
     assert moved.median() > 0.1
+
+
+def test_widen_compares_each_wild_face_with_val_at_its_predicted_age():
+    from benchmarks.age import widen
+
+    def readout(mean: float, width: float) -> dict:
+        return {"mean": mean, "interval": [mean - width / 2, mean + width / 2]}
+
+    val = [readout(5, 4)] * 10 + [readout(30, 12)] * 80 + [readout(70, 24)] * 10
+    same = widen([readout(5, 4), readout(30, 12), readout(70, 24)], val)
+    assert [r[0] for r in same] == ["0-12", "20-39", "60-116", "all"] and all(abs(w - v) < 1e-9 for _, _, w, v in same)
+    # old-looking wild faces as wide as val's old faces do not count as wider than val as a whole
+    old = widen([readout(65, 24), readout(75, 24)], val)[-1]
+    assert old[1:] == (2, 24.0, 24.0)
+    assert widen([readout(30, 18)] * 4, val)[-1][2:] == (18.0, 12.0)
+
+
+def test_intervals_widen_on_faces_unlike_utkface(utkface_test, age_predictor):
+    """200 AFLW val photos (Flickr, in the wild) through detection read with wider 80% intervals
+    than UTKFace test chips predicted at the same age (1.22x for all of AFLW val against val: python -m benchmarks.age)."""
+    from benchmarks.age import _wild, widen
+
+    if not (data_root() / "pose" / "aflw" / "labels.csv").is_file():
+        pytest.skip(f"AFLW not found under {data_root()} (set DLDL_DATA to the data folder)")
+    wild = _wild(age_predictor, None, 200)
+    chips = age_predictor.predict_crops([Image.open(r.path).convert("RGB") for r in utkface_test])
+    _, faces, w, v = widen(wild, chips)[-1]
+    assert faces > 180 and w / v > 1.05
