@@ -126,11 +126,12 @@ def widen(wild: list[dict], val: list[dict]) -> list[tuple[str, int, float, floa
     """(band of predicted age, faces, mean 80% interval width of ``wild``, of ``val``) per band of
     ``AGE_GROUPS``, and a last row "all" whose val width is that of val's band for each wild face
     (matched on the predicted age, so that a set of older-looking faces does not widen by itself)."""
-    w_mean, v_mean = (np.array([o["mean"] for o in x]) for x in (wild, val))
+    starts = [lo for lo, _ in AGE_GROUPS]
+    w_band, v_band = (np.digitize([o["mean"] for o in x], starts) - 1 for x in (wild, val))
     w_width, v_width = _widths(wild), _widths(val)
     rows, matched = [], np.full(len(wild), np.nan)
-    for lo, hi in AGE_GROUPS:
-        w, v = (w_mean >= lo) & (w_mean < hi + 1), (v_mean >= lo) & (v_mean < hi + 1)
+    for band, (lo, hi) in enumerate(AGE_GROUPS):
+        w, v = w_band == band, v_band == band
         if w.any() and v.any():
             matched[w] = v_width[v].mean()
             rows.append((f"{lo}-{hi}", int(w.sum()), float(w_width[w].mean()), float(v_width[v].mean())))
@@ -138,10 +139,9 @@ def widen(wild: list[dict], val: list[dict]) -> list[tuple[str, int, float, floa
     return rows + [("all", int(k.sum()), float(w_width[k].mean()), float(matched[k].mean()))]
 
 
-def _wild(age: AgePredictor, data: str | None, n: int) -> list[dict]:
-    """Age readouts of up to ``n`` evenly spaced AFLW val photos through detection (the most
-    confident face of each; photos where none is found are left out)."""
-    rows = read_pose("aflw", data, "val")
+def _wild(age: AgePredictor, rows: list, n: int) -> list[dict]:
+    """Age readouts of up to ``n`` evenly spaced photos of ``rows`` (AFLW's) through detection (the
+    most confident face of each; photos where none is found are left out)."""
     pipe = FacePipeline(age)
     out = []
     for r in rows[:: max(1, len(rows) // n)][:n]:
@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     clean_val: list[dict] = []
     for name, images in _val_sets(val_chips):
         val_out = age.predict_crops(images)
-        clean_val = clean_val or val_out
+        if name == "clean":
+            clean_val = val_out
         print(_row(f"UTKFace val, {name}", val_out, val_true))
         balanced[f"UTKFace val, {name}"] = _balanced(val_out, val_true)
     print()
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {value:.2f} |")
 
     if args.wild:
-        wild = _wild(age, args.data, args.wild)
+        wild = _wild(age, read_pose("aflw", args.data, "val"), args.wild)
         print()
         print(f"Faces unlike UTKFace's: {len(wild)} AFLW val photos (in the wild, no ages) through detection; "
               "their mean 80% interval width against clean val's, by predicted age")

@@ -21,6 +21,22 @@ def utkface_test():
 
 
 @pytest.fixture(scope="session")
+def utkface_test_readouts(utkface_test, age_predictor):
+    """The shipped age model's readouts of the ``utkface_test`` chips, read once for the session."""
+    from PIL import Image
+
+    return age_predictor.predict_crops([Image.open(r.path) for r in utkface_test])
+
+
+@pytest.fixture(scope="session")
+def aflw_val():
+    """AFLW's val rows (in-the-wild photos), or a skip when the data is absent."""
+    if not (data_root() / "pose" / "aflw" / "labels.csv").is_file():
+        pytest.skip(f"AFLW not found under {data_root()} (set DLDL_DATA to the data folder)")
+    return read_pose("aflw", split="val")
+
+
+@pytest.fixture(scope="session")
 def app_url():
     """The Gradio app served in-process on a free local port, once for the session."""
     import app

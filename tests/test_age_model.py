@@ -1,12 +1,10 @@
 import json
 
-import pytest
 import torch
 from PIL import Image
 
 from dldl_core.age import age_logits, age_probs, gray_view
 from dldl_core.checkpoint import card_path
-from dldl_core.data import data_root
 from dldl_core.degrade import gaussian_blur
 from dldl_core.metrics import interval_coverage, mae
 from dldl_core.paths import shipped_weights
@@ -14,10 +12,9 @@ from dldl_core.predict import AgePredictor, FacePipeline
 from dldl_core.readouts import expectation
 
 
-def test_shipped_age_model_on_utkface_test(utkface_test, age_predictor):
+def test_shipped_age_model_on_utkface_test(utkface_test, utkface_test_readouts):
     """Regression guard on 300 test chips (the full-test figures are in benchmarks/age.py)."""
-    chips = [Image.open(r.path) for r in utkface_test]
-    out = age_predictor.predict_crops(chips)
+    out = utkface_test_readouts
     true = torch.tensor([float(r.age) for r in utkface_test])
     pred = torch.tensor([o["mean"] for o in out])
     assert mae(pred, true) < 6.0
@@ -102,14 +99,10 @@ def test_widen_compares_each_wild_face_with_val_at_its_predicted_age():
     assert widen([readout(30, 18)] * 4, val)[-1][2:] == (18.0, 12.0)
 
 
-def test_intervals_widen_on_faces_unlike_utkface(utkface_test, age_predictor):
+def test_intervals_widen_on_faces_unlike_utkface(aflw_val, utkface_test_readouts, age_predictor):
     """200 AFLW val photos (Flickr, in the wild) through detection read with wider 80% intervals
     than UTKFace test chips predicted at the same age (1.22x for all of AFLW val against val: python -m benchmarks.age)."""
     from benchmarks.age import _wild, widen
 
-    if not (data_root() / "pose" / "aflw" / "labels.csv").is_file():
-        pytest.skip(f"AFLW not found under {data_root()} (set DLDL_DATA to the data folder)")
-    wild = _wild(age_predictor, None, 200)
-    chips = age_predictor.predict_crops([Image.open(r.path).convert("RGB") for r in utkface_test])
-    _, faces, w, v = widen(wild, chips)[-1]
+    _, faces, w, v = widen(_wild(age_predictor, aflw_val, 200), utkface_test_readouts)[-1]
     assert faces > 180 and w / v > 1.05
