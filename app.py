@@ -171,6 +171,7 @@ def analyze_faces(path: str | None):
         status = f"{len(faces)} face{'s' * (len(faces) > 1)} found."
         if len(faces) > MAX_CHARTS:
             status += f" Charts show the first {MAX_CHARTS}; the table and the JSON have all of them."
+        status += _unusual_note(faces)
     poses = pose_chart(faces, MAX_CHARTS) if not faces or "pose" in faces[0] else None
     annotated = _outputs.picture("faces.jpg", annotate_faces(image, faces, MAX_SIDE))
     return annotated, age_chart(faces, MAX_CHARTS, AGE_LEVEL), poses, rows, out, status
@@ -300,13 +301,22 @@ def _age_level() -> float:
 
 
 AGE_LEVEL = _age_level()
-TABLE_HEADERS = ["face", "expected age", f"{AGE_LEVEL:.0%} interval", "age std", "yaw °", "pitch °", "roll °", "detector score"]
+TABLE_HEADERS = ["face", "expected age", f"{AGE_LEVEL:.0%} interval", "age std", "novelty", "yaw °", "pitch °", "roll °", "detector score"]
 
 
 def _table_row(i: int, face: dict) -> list:
     age, pose = face["age"], face.get("pose")
     angles = [pose["yaw"], pose["pitch"], pose["roll"]] if pose else [None] * 3
-    return [i + 1, age["mean"], f"{age['interval'][0]:.0f}-{age['interval'][1]:.0f}", age["std"], *angles, face["score"]]
+    return [i + 1, age["mean"], f"{age['interval'][0]:.0f}-{age['interval'][1]:.0f}", age["std"], age.get("novelty"), *angles, face["score"]]
+
+
+def _unusual_note(faces: list[dict]) -> str:
+    """A warning naming the faces unlike the age model's training faces (the readouts' ``unusual``)."""
+    odd = [str(i + 1) for i, f in enumerate(faces) if f["age"].get("unusual")]
+    if not odd:
+        return ""
+    which = f"Face #{odd[0]} looks" if len(odd) == 1 else f"Faces #{', #'.join(odd)} look"
+    return f" {which} unlike the faces the age model learned from: the age may be further off than its range says."
 
 
 def _photo_column(examples: dict[str, Path]) -> tuple[PhotoInput, gr.Button]:
@@ -337,7 +347,8 @@ def build() -> gr.Blocks:
             "simulated in training; each face is read in color and in gray, through a slight blur, by two networks of "
             "different design (MobileNetV2 and EfficientNet-Lite0), so that image quality and sharpening are not read as "
             "age; on photos unlike those faces it errs more "
-            "(older people tend to be read too young), so read the range, not just the number. "
+            "(older people tend to be read too young), so read the range, not just the number; a face far from "
+            "every training face is marked unlike them (novelty in the table): its age may be further off than its range says. "
             "**Video:** faces tracked through a clip (or live from a webcam, under the Faces tab), each person's "
             "age evidence pooled over the frames and head pose filtered. "
             "**Objects:** a distribution over 20 object classes. **Street scene:** a class distribution for "

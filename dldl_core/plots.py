@@ -122,7 +122,8 @@ def age_chart(faces: list[dict[str, Any]], max_faces: int = 6, level: float = 0.
         ax.axvspan(lo - 0.5, hi + 0.5, color=colour, alpha=0.12, label=f"{level:.0%} interval {lo:.0f}-{hi:.0f}")
         ax.bar(range(len(probs)), probs, width=1.0, color=colour, alpha=0.85)
         ax.axvline(age["mean"], color="black", lw=1.2, ls="--", label=f"expected {age['mean']:.1f}")
-        ax.set_title(f"face #{i + 1}: {age_label(age)}", fontsize=10)
+        odd = "\nunlike the training faces: may be further off" if age.get("unusual") else ""
+        ax.set_title(f"face #{i + 1}: {age_label(age)}{odd}", fontsize=10, color="firebrick" if odd else "black")
         ax.set_xlabel("age (years)")
         ax.set_ylabel("probability")
         ax.set_xlim(max(0, lo - 20), min(len(probs) - 1, hi + 20))

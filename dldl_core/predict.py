@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .faces import Face, FaceDetector
 from .images import resize_square
 from .models import fold_batchnorm
 from .multilabel import has_detail, image_scores, name_present, split_none
+from .novelty import Novelty, captured_features, embed, novelty_path
 from .paths import resolve_device, shipped_weights
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
@@ -98,6 +100,13 @@ class AgePredictor(CropModel):
 
     task = "age"
 
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto", backend: str = "torch"):
+        """Also loads the model's novelty bank where one sits beside the weights (``novelty_path``;
+        torch backend only): every readout then says how unlike the training faces its face is."""
+        super().__init__(weights, device, backend)
+        path = novelty_path(weights or shipped_weights(self.task))
+        self.novelty = Novelty.load(path).to(self.device) if backend == "torch" and path.is_file() else None
+
     def read_card(self) -> None:
         super().read_card()
         self.bins = self.card.bins["age"].grid()
@@ -116,17 +125,37 @@ class AgePredictor(CropModel):
         return aligned_crop(image, face.landmarks, self.template, self.crop_size)
 
     @torch.inference_mode()
+    def read(self, crops: list[Image.Image], batch_size: int = 64, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, bins) age distributions and, with ``features`` or a novelty bank, each face's (N, D)
+        backbone features (``novelty.embed``; taken from the same forward pass)."""
+        keep = features or self.novelty is not None
+        views = 2 if self.tta_flip or self.readout.tta_gray else 1
+        out, feats = [], []
+        for x in self.batches(crops, batch_size):
+            with captured_features(self.model) if keep else nullcontext() as seen:
+                logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std, self.readout.blur)
+            out.append(age_probs(logits, self.temperature).cpu())
+            if keep:
+                feats.append(embed([torch.cat(f) for f in seen], views))
+        probs = torch.cat(out) if out else torch.zeros(0, len(self.bins))
+        return probs, torch.cat(feats) if feats else None
+
     def probs(self, crops: list[Image.Image], batch_size: int = 64) -> torch.Tensor:
         """(N, bins) age distributions."""
-        out = []
-        for x in self.batches(crops, batch_size):
-            logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std, self.readout.blur)
-            out.append(age_probs(logits, self.temperature).cpu())
-        return torch.cat(out) if out else torch.zeros(0, len(self.bins))
+        return self.read(crops, batch_size)[0]
 
     def predict_crops(self, crops: list[Image.Image]) -> list[dict[str, Any]]:
-        """Readouts (mean, mode, std, interval, probs) for each crop."""
-        return summarize(self.probs(crops), self.bins, self.level) if crops else []
+        """Readouts (mean, mode, std, interval, probs) for each crop; with a novelty bank also
+        ``novelty`` (0 = val's median face, 1 = its 90th percentile) and ``unusual`` (beyond val's
+        99th percentile: such faces err two to three times as much as the rest)."""
+        if not crops:
+            return []
+        probs, feats = self.read(crops)
+        rows = summarize(probs, self.bins, self.level)
+        if self.novelty is not None:
+            for row, z in zip(rows, self.novelty(feats).tolist()):
+                row["novelty"], row["unusual"] = round(z, 2), z > self.novelty.flag
+        return rows
 
 
 class PosePredictor(CropModel):

@@ -37,6 +37,15 @@ def aflw_val():
 
 
 @pytest.fixture(scope="session")
+def aflw_wild_readouts(aflw_val, age_predictor):
+    """The shipped age model's readouts of 200 AFLW val photos through detection (the most
+    confident face of each), read once for the session."""
+    from benchmarks.age import _wild
+
+    return _wild(age_predictor, aflw_val, 200)
+
+
+@pytest.fixture(scope="session")
 def app_url():
     """The Gradio app served in-process on a free local port, once for the session."""
     import app

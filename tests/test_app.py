@@ -107,3 +107,12 @@ def test_scene_overlay_opacity(tmp_path):
     assert np.abs(pixels(app.reblend(kept, 0.0)) - np.asarray(image)).mean() < 2
     assert np.abs(pixels(app.reblend(kept, 1.0)) - colourize(classes, colours)).mean() < 4
     assert app.reblend(None, 0.5) is None
+
+
+def test_unusual_faces_are_named_in_the_status():
+    import app
+
+    faces = [{"age": {"unusual": False}}, {"age": {"unusual": True}}, {"age": {}}]
+    assert app._unusual_note(faces) == " Face #2 looks unlike the faces the age model learned from: the age may be further off than its range says."
+    assert "Faces #1, #2 look" in app._unusual_note([{"age": {"unusual": True}}] * 2)
+    assert app._unusual_note(faces[:1]) == ""

@@ -1,0 +1,103 @@
+"""The novelty score: how unlike the training faces a face is (dldl_core.novelty)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from dldl_core.checkpoint import WeightsError
+from dldl_core.models import build_model
+from dldl_core.novelty import Novelty, captured_features, embed
+
+
+def _cloud(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 32, generator=g) + shift
+
+
+def test_novelty_is_in_units_of_val_and_grows_away_from_the_bank(tmp_path):
+    bank, val = _cloud(400, 0), _cloud(300, 1)
+    novelty = Novelty.fit(bank, val, dims=16, k=5)
+    z = novelty(val)
+    assert abs(float(z.median())) < 1e-5 and abs(float(torch.quantile(z, 0.9)) - 1) < 1e-5
+    assert 0.005 <= float((z > novelty.flag).float().mean()) <= 0.015  # val's 99th percentile
+    far = novelty(_cloud(300, 2, shift=1.5))
+    assert float((far > novelty.flag).float().mean()) > 0.5
+    novelty.save(tmp_path / "n.safetensors", {"command": "test"})
+    again = Novelty.load(tmp_path / "n.safetensors")
+    assert again.k == 5 and again.flag == pytest.approx(novelty.flag, abs=1e-4)
+    assert (again(val) - z).abs().max() < 0.02  # the bank is kept in float16
+
+
+def test_a_corrupt_novelty_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "age.novelty.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="novelty file .* is corrupt"):
+        Novelty.load(path)
+
+
+def test_embed_averages_each_faces_views_and_weighs_backbones_alike():
+    a = torch.tensor([[3.0, 0], [0, 2], [1.0, 0], [0, 4]])  # view 1 of faces 1 and 2, then view 2
+    b = torch.tensor([[5.0], [1], [5], [1]])
+    out = embed([a, b], views=2)
+    expected = torch.tensor([[1.0, 0, 1], [0, 1, 1]]) / 2**0.5
+    assert torch.allclose(out, expected)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2))
+
+
+def test_captured_features_are_what_the_heads_read():
+    model = build_model({"backbone": "mobilenet_v2", "heads": {"age": 7}, "dropout": 0.2}).eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        with captured_features(model) as seen:
+            logits = model(x)["age"]
+        assert len(seen) == 1 and seen[0][0].shape == (3, 1280)
+        assert torch.allclose(model.heads["age"](seen[0][0]), logits, atol=1e-5)
+        model(x)
+        with captured_features(model) as mine:
+            other = threading.Thread(target=model, args=(x,))
+            other.start()
+            other.join()
+    assert len(seen[0]) == 1  # the hooks are gone once the block is left
+    assert mine == [[]]  # another thread's pass (a server's other request) is not captured
+
+
+def test_faces_unlike_utkface_are_flagged_unusual(aflw_wild_readouts, utkface_test_readouts):
+    """In-the-wild faces (AFLW, Flickr) are flagged far more often than UTKFace test chips (AFLW
+    val 15.5%, test about 1%: python -m benchmarks.age), and read with a higher novelty."""
+    wild = np.array([o["novelty"] for o in aflw_wild_readouts])
+    chips = np.array([o["novelty"] for o in utkface_test_readouts])
+    assert np.mean([o["unusual"] for o in aflw_wild_readouts]) > 0.08
+    assert np.mean([o["unusual"] for o in utkface_test_readouts]) < 0.04
+    assert np.median(wild) > np.median(chips) + 0.5
+
+
+def test_more_novel_chips_err_more(utkface_test, utkface_test_readouts):
+    """The score means something where ages are known: the most novel tenth of the test chips errs
+    more than the rest (7.0 against 4.3 years; on all of val the flagged 1% err 11.8 against 4.5)."""
+    z = np.array([o["novelty"] for o in utkface_test_readouts])
+    err = np.abs(np.array([o["mean"] for o in utkface_test_readouts]) - np.array([r.age for r in utkface_test]))
+    high = z > np.quantile(z, 0.9)
+    assert err[high].mean() > 1.3 * err[~high].mean()
+
+
+def test_the_predictor_reads_the_bank_beside_its_weights(tmp_path):
+    from PIL import Image
+
+    from dldl_core.predict import AgePredictor
+    from tests.conftest import AGE_WEIGHTS
+
+    for name in ("age.safetensors", "age.json"):
+        shutil.copy(AGE_WEIGHTS.with_name(name), tmp_path / name)
+    chip = Image.new("RGB", (200, 200), (150, 120, 100))
+    assert "novelty" not in AgePredictor(tmp_path / "age.safetensors", "cpu").predict_crops([chip])[0]
+    shutil.copy(AGE_WEIGHTS.with_name("age.novelty.safetensors"), tmp_path)
+    read = AgePredictor(tmp_path / "age.safetensors", "cpu").predict_crops([chip])[0]
+    assert read["unusual"] is True and read["novelty"] > 2.46  # a flat patch of colour is no face
+    (tmp_path / "age.novelty.safetensors").write_bytes(b"broken")
+    with pytest.raises(WeightsError, match="novelty file"):
+        AgePredictor(tmp_path / "age.safetensors", "cpu")
