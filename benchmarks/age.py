@@ -121,15 +121,15 @@ def _val_sets(chips: list[Image.Image]) -> Iterator[tuple[str, list[Image.Image]
         yield name, chips if make is None else [make(c, rng) for c in chips]
 
 
-def unusual_row(name: str, out: list[dict], true: list[float] | None = None) -> str:
+def _unusual_row(name: str, out: list[dict], true: list[float] | None = None) -> str:
     """A row of the unusual faces' table: how many of ``out`` the novelty bank flags and, with ages,
     how the flagged faces' MAE and coverage compare with the rest's."""
     flag = np.array([o["unusual"] for o in out])
     row = f"| {name} | {len(out)} | {flag.mean():.1%} |"
     if true is None or not flag.any() or flag.all():
         return row + " - | - |"
-    (m1, _, c1), (m0, _, c0) = (_scores([o for o, f in zip(out, flag) if f == v], [t for t, f in zip(true, flag) if f == v]) for v in (True, False))
-    return row + f" {m1:.2f} / {m0:.2f} | {c1:.3f} / {c0:.3f} |"
+    flagged, rest = (_scores([out[i] for i in np.flatnonzero(f)], [true[i] for i in np.flatnonzero(f)]) for f in (flag, ~flag))
+    return row + f" {flagged[0]:.2f} / {rest[0]:.2f} | {flagged[2]:.3f} / {rest[2]:.3f} |"
 
 
 def _widths(out: list[dict]) -> np.ndarray:
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     val = read_utkface(args.data, "val")
     val_chips, val_true = _chips(val), [float(r.age) for r in val]
     balanced = {"UTKFace test, chips": _balanced(out, true)}
-    unusual = [unusual_row("UTKFace test, chips", out, true)] if age.novelty is not None else []
+    unusual = [_unusual_row("UTKFace test, chips", out, true)] if age.novelty is not None else []
     clean_val: list[dict] = []
     for name, images in _val_sets(val_chips):
         val_out = age.predict_crops(images)
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_row(f"UTKFace val, {name}", val_out, val_true))
         balanced[f"UTKFace val, {name}"] = _balanced(val_out, val_true)
         if age.novelty is not None:
-            unusual.append(unusual_row(f"UTKFace val, {name}", val_out, val_true))
+            unusual.append(_unusual_row(f"UTKFace val, {name}", val_out, val_true))
     print()
     print("Age-balanced MAE: nine age groups (0-2, 3-9, 10-19, ..., 60-69, 70+) weighed alike")
     print()
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         for band, n, w, v in widen(wild, clean_val):
             print(f"| {band} | {n} | {w:.1f} | {v:.1f} | {w / v:.2f} |")
         if age.novelty is not None:
-            unusual.append(unusual_row("AFLW val photos (no ages)", wild))
+            unusual.append(_unusual_row("AFLW val photos (no ages)", wild))
     if unusual:
         print()
         print(f"Unusual faces: novelty (distance to the nearest training faces) beyond clean val's 99th percentile ({age.novelty.flag:.2f})")

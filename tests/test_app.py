@@ -31,7 +31,9 @@ def test_analyze_faces_endpoint(client):
     pose = face["pose"]
     assert abs(pose["yaw"]) < 35 and abs(pose["pitch"]) < 30 and abs(pose["roll"]) < 30
     assert len(pose["probs"]) == 61 and pose["cov"][0][0] > 0
-    assert table["data"][0][0] == 1 and table["data"][0][4] == pose["yaw"]
+    row = dict(zip(table["headers"], table["data"][0]))
+    assert row["face"] == 1 and row["yaw °"] == pose["yaw"] and row["novelty"] == face["age"]["novelty"]
+    assert face["age"]["unusual"] is False and "unlike" not in status  # a frontal studio portrait (novelty 1.96)
 
 
 def test_no_face_and_bad_file(client, tmp_path):

@@ -33,7 +33,8 @@ def test_predict_age_crops_and_bad_inputs(tmp_path, utkface_test):
     for row in rows[:3]:
         (face,) = row["faces"]
         age = face["age"]
-        assert set(age) == {"mean", "mode", "std", "interval", "probs"}
+        assert set(age) == {"mean", "mode", "std", "interval", "probs", "novelty", "unusual"}
+        assert age["unusual"] is False  # UTKFace test chips, like the training faces
         assert len(age["probs"]) == 101 and age["interval"][0] <= age["mean"] <= age["interval"][1]
         assert 0 < age["mean"] < 100
     assert "not a readable image" in rows[3]["error"] and "empty" in rows[4]["error"]
