@@ -222,7 +222,9 @@ def analyze_video(path: str | None, every: int = 1, progress=gr.Progress()):  # 
         status += f" Only the first {MAX_VIDEO_S} s were analysed."
     for t in tracks:
         if "age" in t:
-            status += f" #{t['track']}: {age_label(t['age'])} from {t['age']['frames']} frames."
+            status += f" #{t['track']}: {age_label(t['age'])} from {t['age']['frames']} frames"
+            odd = t["age"].get("unusual_frames", 0)
+            status += f" (unlike the training faces in {odd} of them: the age may be further off)." if 2 * odd > t["age"]["frames"] else "."
     return annotated, age_track_chart(rows, tracks, info.fps, MAX_CHARTS, AGE_LEVEL), out, status
 
 

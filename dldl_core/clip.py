@@ -32,6 +32,7 @@ class _TrackState:
     first_frame: int
     last_frame: int
     frames: int = 0
+    unusual: int = 0  # frames whose face the age model's novelty bank flags
     age: AgeEvidence | None = None
     pose: PoseFilter | None = None
     last_pose: dict[str, Any] = field(default_factory=dict)
@@ -70,13 +71,17 @@ class ClipAnalyzer:
         tracks = self._live
         faces = [t.face for t in tracks]
         rows: list[dict[str, Any]] = [{"track": t.id, **f.to_json()} for t, f in zip(tracks, faces)]
-        age, pose = self.distributions(image, faces)
+        age, novelty, pose = self.distributions(image, faces)
         states = [self._state(t.id, index) for t in tracks]
         if age is not None:
             raw = summarize(age, self.age.bins, self.age.level, with_probs=False)
-            for row, state, p, readout in zip(rows, states, age, raw):
+            for i, (row, state, p, readout) in enumerate(zip(rows, states, age, raw)):
                 state.age.add(p)
                 row["age"] = {k: readout[k] for k in BRIEF}
+                if novelty is not None:
+                    odd = bool(novelty[i] > self.age.novelty.flag)
+                    row["age"].update(novelty=round(float(novelty[i]), 2), unusual=odd)
+                    state.unusual += odd
                 fused = summarize(state.age.fused()[None], self.age.bins, self.age.level, with_probs=False)[0]
                 row["age_fused"] = {**{k: fused[k] for k in BRIEF}, "frames": state.age.frames}
         if pose is not None:
@@ -90,14 +95,20 @@ class ClipAnalyzer:
             state.last_frame, state.frames = index, state.frames + 1
         return {"frame": index, "detected": detected, "faces": rows}
 
-    def distributions(self, image: Image.Image, faces: list[Face]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor] | None]:
-        """One frame's own distributions of ``faces``: age (N, K) and pose (``yaw_pitch`` (N, Y, P),
-        ``roll`` (N, R)); None for a model the analyzer does not have, or when there is no face."""
+    def distributions(
+        self, image: Image.Image, faces: list[Face]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor] | None]:
+        """One frame's own distributions of ``faces``: age (N, K), the faces' novelty (N,) where the
+        age model has a novelty bank, and pose (``yaw_pitch`` (N, Y, P), ``roll`` (N, R)); None for
+        a model the analyzer does not have, or when there is no face."""
         if not faces:
-            return None, None
-        age = self.age.probs([self.age.crop(image, f) for f in faces]) if self.age is not None else None
+            return None, None, None
+        age = novelty = None
+        if self.age is not None:
+            age, feats = self.age.read([self.age.crop(image, f) for f in faces])
+            novelty = self.age.novelty(feats) if self.age.novelty is not None else None
         pose = self.pose.probs([self.pose.crop(image, f) for f in faces]) if self.pose is not None else None
-        return age, pose
+        return age, novelty, pose
 
     def _state(self, track: int, index: int) -> _TrackState:
         if track not in self.states:
@@ -111,12 +122,15 @@ class ClipAnalyzer:
 
     def tracks(self) -> list[dict[str, Any]]:
         """One summary per track: frames seen, first and last frame, the fused age distribution
-        (with its probabilities) and the last filtered pose."""
+        (with its probabilities and, with a novelty bank, ``unusual_frames``: how many of the
+        frames' faces looked unlike the training faces) and the last filtered pose."""
         out = []
         for track, s in sorted(self.states.items()):
             row: dict[str, Any] = {"track": track, "frames": s.frames, "first_frame": s.first_frame, "last_frame": s.last_frame}
             if s.age is not None and s.age.frames:
                 row["age"] = {**summarize(s.age.fused()[None], self.age.bins, self.age.level)[0], "frames": s.age.frames}
+                if self.age.novelty is not None:
+                    row["age"]["unusual_frames"] = s.unusual
             if s.last_pose:
                 row["pose"] = s.last_pose
             out.append(row)

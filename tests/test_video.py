@@ -195,6 +195,9 @@ def test_predict_video_tracks_two_people_and_fuses_their_age(tmp_path):
     last = frames[-1]["faces"][0]
     assert {"age", "age_fused", "pose", "pose_filtered"} <= set(last)
     assert last["age_fused"]["frames"] == 12
+    assert isinstance(last["age"]["novelty"], float) and isinstance(last["age"]["unusual"], bool)
+    unusual = sum(next(f for f in r["faces"] if f["track"] == last["track"])["age"]["unusual"] for r in frames)
+    assert next(t for t in tracks if t["track"] == last["track"])["age"]["unusual_frames"] == unusual
     own = [next(f for f in r["faces"] if f["track"] == last["track"])["age"] for r in frames]
     assert min(a["mean"] for a in own) <= last["age_fused"]["mean"] <= max(a["mean"] for a in own)
     # Pooled as the frames' consensus, not as 12 independent readings (whose product would be
