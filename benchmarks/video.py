@@ -106,7 +106,7 @@ def age_clips(split: str, clips: int, data: str | None, seed: int) -> None:
             face = the_face(detector.detect(frame), box)
             if face is None:
                 continue
-            probs, _ = analyzer.distributions(frame, [face])
+            probs, _, _ = analyzer.distributions(frame, [face])
             evidence.add(probs[0])
             shown = torch.stack([probs[0], *(evidence.fused(c) for c in CORRELATIONS)])  # the frame's own, then fused
             m = expectation(shown, age.bins)
@@ -161,7 +161,7 @@ def pose_clips(clips: int, data: str | None, seed: int) -> None:
         for frame, box, degrees in camera(image, rng, frames, 300, turn, still):
             face = the_face(detector.detect(frame), box)
             if face is not None:
-                _, probs = analyzer.distributions(frame, [face])
+                _, _, probs = analyzer.distributions(frame, [face])
                 seen.append((probs["yaw_pitch"][0], probs["roll"][0], degrees))
         return seen if len(seen) > frames * 0.8 else None
 
