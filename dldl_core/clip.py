@@ -79,9 +79,8 @@ class ClipAnalyzer:
                 state.age.add(p)
                 row["age"] = {k: readout[k] for k in BRIEF}
                 if novelty is not None:
-                    odd = bool(novelty[i] > self.age.novelty.flag)
-                    row["age"].update(novelty=round(float(novelty[i]), 2), unusual=odd)
-                    state.unusual += odd
+                    row["age"].update(novelty[i])
+                    state.unusual += novelty[i]["unusual"]
                 fused = summarize(state.age.fused()[None], self.age.bins, self.age.level, with_probs=False)[0]
                 row["age_fused"] = {**{k: fused[k] for k in BRIEF}, "frames": state.age.frames}
         if pose is not None:
@@ -97,16 +96,16 @@ class ClipAnalyzer:
 
     def distributions(
         self, image: Image.Image, faces: list[Face]
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor] | None]:
-        """One frame's own distributions of ``faces``: age (N, K), the faces' novelty (N,) where the
-        age model has a novelty bank, and pose (``yaw_pitch`` (N, Y, P), ``roll`` (N, R)); None for
+    ) -> tuple[torch.Tensor | None, list[dict[str, Any]] | None, dict[str, torch.Tensor] | None]:
+        """One frame's own distributions of ``faces``: age (N, K), each face's novelty readout
+        (``Novelty.readouts``) where the age model has a novelty bank, and pose (``yaw_pitch`` (N, Y, P), ``roll`` (N, R)); None for
         a model the analyzer does not have, or when there is no face."""
         if not faces:
             return None, None, None
         age = novelty = None
         if self.age is not None:
             age, feats = self.age.read([self.age.crop(image, f) for f in faces])
-            novelty = self.age.novelty(feats) if self.age.novelty is not None else None
+            novelty = self.age.novelty.readouts(feats) if self.age.novelty is not None else None
         pose = self.pose.probs([self.pose.crop(image, f) for f in faces]) if self.pose is not None else None
         return age, novelty, pose
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -82,6 +83,10 @@ class Novelty:
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         return (self.distance(features) - self.scale[0]) / self.scale[1]
+
+    def readouts(self, features: torch.Tensor) -> list[dict[str, Any]]:
+        """Each face's ``novelty`` (rounded) and whether it is ``unusual`` (beyond ``flag``)."""
+        return [{"novelty": round(z, 2), "unusual": z > self.flag} for z in self(features).tolist()]
 
     @classmethod
     def fit(cls, train: torch.Tensor, val: torch.Tensor, dims: int = 128, k: int = 10, flag_quantile: float = 0.99) -> Novelty:

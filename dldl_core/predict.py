@@ -129,14 +129,14 @@ class AgePredictor(CropModel):
         """(N, bins) age distributions and, with ``features`` or a novelty bank, each face's (N, D)
         backbone features (``novelty.embed``; taken from the same forward pass)."""
         keep = features or self.novelty is not None
-        views = 2 if self.tta_flip or self.readout.tta_gray else 1
         out, feats = [], []
         for x in self.batches(crops, batch_size):
             with captured_features(self.model) if keep else nullcontext() as seen:
                 logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std, self.readout.blur)
             out.append(age_probs(logits, self.temperature).cpu())
             if keep:
-                feats.append(embed([torch.cat(f) for f in seen], views))
+                passes = [torch.cat(f) for f in seen]  # the views age_logits read, stacked view after view
+                feats.append(embed(passes, len(passes[0]) // len(x)))
         probs = torch.cat(out) if out else torch.zeros(0, len(self.bins))
         return probs, torch.cat(feats) if feats else None
 
@@ -153,8 +153,8 @@ class AgePredictor(CropModel):
         probs, feats = self.read(crops)
         rows = summarize(probs, self.bins, self.level)
         if self.novelty is not None:
-            for row, z in zip(rows, self.novelty(feats).tolist()):
-                row["novelty"], row["unusual"] = round(z, 2), z > self.novelty.flag
+            for row, extra in zip(rows, self.novelty.readouts(feats)):
+                row.update(extra)
         return rows
 
 

@@ -18,11 +18,11 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
 
 from dldl_core.checkpoint import card_path, read_card
 from dldl_core.data import read_utkface
 from dldl_core.degrade import degraded_copy
+from dldl_core.images import load_image
 from dldl_core.novelty import Novelty, novelty_path
 from dldl_core.paths import shipped_weights
 from dldl_core.predict import AgePredictor
@@ -34,9 +34,9 @@ def build(weights: str, data: str | None, faces: int, dims: int, k: int, device:
     train = read_utkface(data, "train")
     rng = np.random.default_rng(1)
     rows = [train[i] for i in rng.choice(len(train), faces, replace=False)]
-    chips = [Image.open(r.path).convert("RGB") for r in rows]
+    chips = [load_image(r.path) for r in rows]
     bank = torch.cat([age.read(chips, features=True)[1], age.read([degraded_copy(c, rng) for c in chips], features=True)[1]])
-    val = age.read([Image.open(r.path).convert("RGB") for r in read_utkface(data, "val")], features=True)[1]
+    val = age.read([load_image(r.path) for r in read_utkface(data, "val")], features=True)[1]
     return Novelty.fit(bank, val, dims, k)
 
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     card_path(weights).write_text(json.dumps(card.to_json(), indent=2) + "\n")
     print(f"wrote {out}: {len(novelty.bank)} faces x {novelty.proj.shape[1]} dims, flag at novelty {novelty.flag:.2f}")
+
 
 if __name__ == "__main__":
     main()
