@@ -222,10 +222,15 @@ def analyze_video(path: str | None, every: int = 1, progress=gr.Progress()):  # 
         status += f" Only the first {MAX_VIDEO_S} s were analysed."
     for t in tracks:
         if "age" in t:
-            status += f" #{t['track']}: {age_label(t['age'])} from {t['age']['frames']} frames"
-            odd = t["age"].get("unusual_frames", 0)
-            status += f" (unlike the training faces in {odd} of them: the age may be further off)." if 2 * odd > t["age"]["frames"] else "."
+            status += f" #{t['track']}: {age_label(t['age'])} from {t['age']['frames']} frames{_unusual_frames_note(t['age'])}."
     return annotated, age_track_chart(rows, tracks, info.fps, MAX_CHARTS, AGE_LEVEL), out, status
+
+
+def _unusual_frames_note(fused: dict) -> str:
+    """`` (unlike the training faces in 9 of them: ...)`` for a track's fused age when most of its
+    frames' faces looked unlike the age model's training faces (``unusual_frames``), else ``""``."""
+    odd = fused.get("unusual_frames", 0)
+    return f" (unlike the training faces in {odd} of them: the age may be further off)" if 2 * odd > fused["frames"] else ""
 
 
 def webcam_frame(frame: Image.Image | None, analyzer: ClipAnalyzer | None):
@@ -242,7 +247,7 @@ def webcam_frame(frame: Image.Image | None, analyzer: ClipAnalyzer | None):
     for face in row["faces"]:
         line = f"**#{face['track']}**"
         if "age_fused" in face:
-            line += f" {age_label(face['age_fused'])} from {face['age_fused']['frames']} frames"
+            line += f" {age_label(face['age_fused'])} from {face['age_fused']['frames']} frames{_unusual_frames_note(face['age_fused'])}"
         if "pose_filtered" in face:
             line += f"; {pose_label(face['pose_filtered'])}"
         lines.append(line)

@@ -83,6 +83,8 @@ class ClipAnalyzer:
                     state.unusual += novelty[i]["unusual"]
                 fused = summarize(state.age.fused()[None], self.age.bins, self.age.level, with_probs=False)[0]
                 row["age_fused"] = {**{k: fused[k] for k in BRIEF}, "frames": state.age.frames}
+                if novelty is not None:
+                    row["age_fused"]["unusual_frames"] = state.unusual
         if pose is not None:
             raw = summarize_pose(pose, self.pose.bins, self.pose.step, with_probs=False)
             for i, (row, state) in enumerate(zip(rows, states)):

@@ -118,3 +118,11 @@ def test_unusual_faces_are_named_in_the_status():
     assert app._unusual_note(faces) == " Face #2 looks unlike the faces the age model learned from: the age may be further off than its range says."
     assert "Faces #1, #2 look" in app._unusual_note([{"age": {"unusual": True}}] * 2)
     assert app._unusual_note(faces[:1]) == ""
+
+
+def test_tracks_mostly_unlike_the_training_faces_are_named():
+    import app
+
+    assert app._unusual_frames_note({"frames": 9, "unusual_frames": 5}) == " (unlike the training faces in 5 of them: the age may be further off)"
+    assert app._unusual_frames_note({"frames": 10, "unusual_frames": 5}) == ""  # half is not most
+    assert app._unusual_frames_note({"frames": 3}) == ""  # no novelty bank (the ONNX backend)

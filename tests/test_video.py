@@ -198,6 +198,7 @@ def test_predict_video_tracks_two_people_and_fuses_their_age(tmp_path):
     assert isinstance(last["age"]["novelty"], float) and isinstance(last["age"]["unusual"], bool)
     unusual = sum(next(f for f in r["faces"] if f["track"] == last["track"])["age"]["unusual"] for r in frames)
     assert next(t for t in tracks if t["track"] == last["track"])["age"]["unusual_frames"] == unusual
+    assert last["age_fused"]["unusual_frames"] == unusual  # what the webcam's lines read as they go
     own = [next(f for f in r["faces"] if f["track"] == last["track"])["age"] for r in frames]
     assert min(a["mean"] for a in own) <= last["age_fused"]["mean"] <= max(a["mean"] for a in own)
     # Pooled as the frames' consensus, not as 12 independent readings (whose product would be
