@@ -14,36 +14,49 @@ import hashlib
 import io
 import os
 import shutil
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from .checkpoint import card_path, load_checkpoint
+from .checkpoint import card_path, load_checkpoint, read_card
 from .models import fold_batchnorm, output_distributions
+from .novelty import backbones, captured_features
+
+# Part of the cached exports' names: bump it when what ``cached_export`` writes changes, so that
+# exports cached before are made again rather than read with outputs missing.
+EXPORT_FORMAT = "features"
 
 
 class _Outputs(nn.Module):
     """The model's heads as a tuple in head order: distributions (a softmax over each head's
-    distribution) or, with ``logits``, the raw logits."""
+    distribution) or, with ``logits``, the raw logits; with ``features``, each backbone's pooled
+    features after them (``features_0``, ``features_1``, ...: what a novelty bank reads)."""
 
-    def __init__(self, model: nn.Module, heads: list[str], logits: bool):
+    def __init__(self, model: nn.Module, heads: list[str], logits: bool, features: bool = False):
         super().__init__()
-        self.model, self.heads, self.logits = model, heads, logits
+        self.model, self.heads, self.logits, self.features = model, heads, logits, features
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(image)
+        with captured_features(self.model) if self.features else contextlib.nullcontext([]) as seen:
+            out = self.model(image)
         out = out if self.logits else output_distributions(out)
-        return tuple(out[k] for k in self.heads)
+        return tuple(out[k] for k in self.heads) + tuple(s[0] for s in seen)
 
 
-def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> Path:
+def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, features: bool = False) -> Path:
     """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``.
-    With ``logits`` the outputs are the heads' logits (what the predictors read) instead."""
+    With ``logits`` the outputs are the heads' logits (what the predictors read) instead; with
+    ``features`` each backbone's pooled features follow them (not for segmentation models)."""
     model, card = load_checkpoint(weights, "cpu")
     model = fold_batchnorm(model)
     per_pixel = card.model.get("architecture") == "segmentation"
+    if features and per_pixel:
+        raise ValueError("a segmentation model has no pooled features to export")
     heads = list(card.model["heads"])
+    names = heads + [f"features_{i}" for i in range(len(backbones(model)))] * features
     size = card.input.size
     w, h = (size, size) if isinstance(size, int) else size
     dims = {0: torch.export.Dim("batch", min=1, max=4096)}
@@ -52,11 +65,11 @@ def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> P
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        _Outputs(model, heads, logits).eval(),
+        _Outputs(model, heads, logits, features).eval(),
         (torch.zeros(2, 3, h, w),),
         str(out),
         input_names=["image"],
-        output_names=heads,
+        output_names=names,
         dynamic_shapes={"image": dims},
         dynamo=True,
         external_data=False,
@@ -67,22 +80,42 @@ def export_onnx(weights: str | Path, out: str | Path, logits: bool = False) -> P
 
 
 def cached_export(weights: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """The logits export of ``weights``, made once and kept in ``cache_dir`` (default
-    ``~/.cache/dldl/onnx``) under a name that hashes the weights file."""
-    digest = hashlib.sha1(Path(weights).read_bytes()).hexdigest()[:16]
+    """The logits export of ``weights`` (with each backbone's features, but for segmentation),
+    made once and kept in ``cache_dir`` (default ``~/.cache/dldl/onnx``) under a name that hashes
+    the weights file and ``EXPORT_FORMAT``."""
+    digest = hashlib.sha1(Path(weights).read_bytes() + EXPORT_FORMAT.encode()).hexdigest()[:16]
     path = Path(cache_dir or Path.home() / ".cache" / "dldl" / "onnx") / f"{Path(weights).stem}-{digest}.onnx"
     if not path.is_file():
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+        per_pixel = read_card(weights).model.get("architecture") == "segmentation"
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
-            export_onnx(weights, tmp, logits=True)
+            export_onnx(weights, tmp, logits=True, features=not per_pixel)
         tmp.replace(path)
         tmp.with_suffix(".json").unlink()
     return path
 
 
+class _Tap:
+    """Stands in for one backbone of an exported model: forward hooks registered on it get that
+    backbone's features from each run, as ``novelty.captured_features`` gets a PyTorch model's."""
+
+    def __init__(self) -> None:
+        self._hooks: OrderedDict[int, object] = OrderedDict()  # weakly referenced by the handles, as in nn.Module
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        handle = RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
+
+    def fire(self, images: torch.Tensor, features: torch.Tensor) -> None:
+        for hook in list(self._hooks.values()):
+            hook(self, (images,), features)
+
+
 class OnnxModel:
     """An exported model in an onnxruntime session (CPU): normalised batch -> outputs by head name
-    (as ``model(x)`` gives them in PyTorch)."""
+    (as ``model(x)`` gives them in PyTorch). An export with features (``cached_export``) hands
+    them to hooks on ``backbones``, one stand-in per backbone, instead of returning them."""
 
     def __init__(self, path: str | Path):
         import onnxruntime as ort
@@ -93,8 +126,12 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
+        self.backbones = [_Tap() for n in self.names if n.startswith("features_")]
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = images.detach().cpu().contiguous().numpy()
-        return {n: torch.from_numpy(v) for n, v in zip(self.names, self.session.run(None, {"image": x}))}
+        out = {n: torch.from_numpy(v) for n, v in zip(self.names, self.session.run(None, {"image": x}))}
+        for i, tap in enumerate(self.backbones):
+            tap.fire(images, out.pop(f"features_{i}"))
+        return out
 

@@ -30,7 +30,10 @@ TENSORS = ("mean", "proj", "bank", "scale")
 
 
 def backbones(model: nn.Module) -> list[nn.Module]:
-    """The backbone of each member of an ensemble, or of a single network."""
+    """The backbone of each member of an ensemble, or of a single network; for an exported model
+    (``export.OnnxModel``) its stand-ins, none where the export has no features."""
+    if not isinstance(model, nn.Module):
+        return list(getattr(model, "backbones", []))
     members = getattr(model, "members", [model])
     return [m.backbone for m in members]
 

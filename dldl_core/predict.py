@@ -26,7 +26,7 @@ from .faces import Face, FaceDetector
 from .images import resize_square
 from .models import fold_batchnorm
 from .multilabel import has_detail, image_scores, name_present, split_none
-from .novelty import Novelty, captured_features, embed, novelty_path
+from .novelty import Novelty, backbones, captured_features, embed, novelty_path
 from .paths import resolve_device, shipped_weights
 from .pose import pose_probs, summarize_pose
 from .readouts import summarize
@@ -101,11 +101,11 @@ class AgePredictor(CropModel):
     task = "age"
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto", backend: str = "torch"):
-        """Also loads the model's novelty bank where one sits beside the weights (``novelty_path``;
-        torch backend only): every readout then says how unlike the training faces its face is."""
+        """Also loads the model's novelty bank where one sits beside the weights (``novelty_path``):
+        every readout then says how unlike the training faces its face is."""
         super().__init__(weights, device, backend)
         path = novelty_path(weights or shipped_weights(self.task))
-        self.novelty = Novelty.load(path).to(self.device) if backend == "torch" and path.is_file() else None
+        self.novelty = Novelty.load(path).to(self.device) if path.is_file() and backbones(self.model) else None
 
     def read_card(self) -> None:
         super().read_card()
