@@ -15,6 +15,7 @@ import io
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -100,9 +101,9 @@ class _Tap:
     backbone's features from each run, as ``novelty.captured_features`` gets a PyTorch model's."""
 
     def __init__(self) -> None:
-        self._hooks: OrderedDict[int, object] = OrderedDict()  # weakly referenced by the handles, as in nn.Module
+        self._hooks: OrderedDict[int, Callable] = OrderedDict()  # weakly referenced by the handles, as in nn.Module
 
-    def register_forward_hook(self, hook) -> RemovableHandle:
+    def register_forward_hook(self, hook: Callable[[_Tap, tuple[torch.Tensor], torch.Tensor], None]) -> RemovableHandle:
         handle = RemovableHandle(self._hooks)
         self._hooks[handle.id] = hook
         return handle

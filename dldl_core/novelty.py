@@ -29,7 +29,7 @@ from .checkpoint import WeightsError
 TENSORS = ("mean", "proj", "bank", "scale")
 
 
-def backbones(model: nn.Module) -> list[nn.Module]:
+def backbones(model: Any) -> list[Any]:
     """The backbone of each member of an ensemble, or of a single network; for an exported model
     (``export.OnnxModel``) its stand-ins, none where the export has no features."""
     if not isinstance(model, nn.Module):
@@ -39,7 +39,7 @@ def backbones(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def captured_features(model: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
+def captured_features(model: Any) -> Iterator[list[list[torch.Tensor]]]:
     """While open, every forward pass of ``model`` in this thread appends each backbone's pooled
     features to the yielded lists (one list per backbone), so features come with the logits at no
     extra cost. Passes from other threads (a server reading two photos at once) are not captured."""
