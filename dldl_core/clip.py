@@ -81,10 +81,7 @@ class ClipAnalyzer:
                 if novelty is not None:
                     row["age"].update(novelty[i])
                     state.unusual += novelty[i]["unusual"]
-                fused = summarize(state.age.fused()[None], self.age.bins, self.age.level, with_probs=False)[0]
-                row["age_fused"] = {**{k: fused[k] for k in BRIEF}, "frames": state.age.frames}
-                if novelty is not None:
-                    row["age_fused"]["unusual_frames"] = state.unusual
+                row["age_fused"] = self._fused_age(state, brief=True)
         if pose is not None:
             raw = summarize_pose(pose, self.pose.bins, self.pose.step, with_probs=False)
             for i, (row, state) in enumerate(zip(rows, states)):
@@ -121,6 +118,15 @@ class ClipAnalyzer:
             )
         return self.states[track]
 
+    def _fused_age(self, state: _TrackState, brief: bool) -> dict[str, Any]:
+        """A track's fused age readout so far (``BRIEF`` keys only, or all with the probabilities),
+        its frame count and, with a novelty bank, its ``unusual_frames``."""
+        fused = summarize(state.age.fused()[None], self.age.bins, self.age.level, with_probs=not brief)[0]
+        out = {**({k: fused[k] for k in BRIEF} if brief else fused), "frames": state.age.frames}
+        if self.age.novelty is not None:
+            out["unusual_frames"] = state.unusual
+        return out
+
     def tracks(self) -> list[dict[str, Any]]:
         """One summary per track: frames seen, first and last frame, the fused age distribution
         (with its probabilities and, with a novelty bank, ``unusual_frames``: how many of the
@@ -129,9 +135,7 @@ class ClipAnalyzer:
         for track, s in sorted(self.states.items()):
             row: dict[str, Any] = {"track": track, "frames": s.frames, "first_frame": s.first_frame, "last_frame": s.last_frame}
             if s.age is not None and s.age.frames:
-                row["age"] = {**summarize(s.age.fused()[None], self.age.bins, self.age.level)[0], "frames": s.age.frames}
-                if self.age.novelty is not None:
-                    row["age"]["unusual_frames"] = s.unusual
+                row["age"] = self._fused_age(s, brief=False)
             if s.last_pose:
                 row["pose"] = s.last_pose
             out.append(row)

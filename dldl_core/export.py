@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .checkpoint import card_path, load_checkpoint, read_card
+from .checkpoint import card_path, load_checkpoint
 from .models import fold_batchnorm, output_distributions
 from .novelty import backbones, captured_features
 
@@ -50,14 +50,13 @@ class _Outputs(nn.Module):
 def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, features: bool = False) -> Path:
     """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``.
     With ``logits`` the outputs are the heads' logits (what the predictors read) instead; with
-    ``features`` each backbone's pooled features follow them (not for segmentation models)."""
+    ``features`` each backbone's pooled features follow them (a segmentation model has none to add)."""
     model, card = load_checkpoint(weights, "cpu")
     model = fold_batchnorm(model)
     per_pixel = card.model.get("architecture") == "segmentation"
-    if features and per_pixel:
-        raise ValueError("a segmentation model has no pooled features to export")
+    features = features and not per_pixel
     heads = list(card.model["heads"])
-    names = heads + [f"features_{i}" for i in range(len(backbones(model)))] * features
+    names = heads + ([f"features_{i}" for i in range(len(backbones(model)))] if features else [])
     size = card.input.size
     w, h = (size, size) if isinstance(size, int) else size
     dims = {0: torch.export.Dim("batch", min=1, max=4096)}
@@ -88,9 +87,8 @@ def cached_export(weights: str | Path, cache_dir: str | Path | None = None) -> P
     path = Path(cache_dir or Path.home() / ".cache" / "dldl" / "onnx") / f"{Path(weights).stem}-{digest}.onnx"
     if not path.is_file():
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
-        per_pixel = read_card(weights).model.get("architecture") == "segmentation"
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
-            export_onnx(weights, tmp, logits=True, features=not per_pixel)
+            export_onnx(weights, tmp, logits=True, features=True)
         tmp.replace(path)
         tmp.with_suffix(".json").unlink()
     return path
