@@ -14,13 +14,10 @@ import hashlib
 import io
 import os
 import shutil
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from .checkpoint import card_path, load_checkpoint
 from .models import fold_batchnorm, output_distributions
@@ -94,27 +91,11 @@ def cached_export(weights: str | Path, cache_dir: str | Path | None = None) -> P
     return path
 
 
-class _Tap:
-    """Stands in for one backbone of an exported model: forward hooks registered on it get that
-    backbone's features from each run, as ``novelty.captured_features`` gets a PyTorch model's."""
-
-    def __init__(self) -> None:
-        self._hooks: OrderedDict[int, Callable] = OrderedDict()  # weakly referenced by the handles, as in nn.Module
-
-    def register_forward_hook(self, hook: Callable[[_Tap, tuple[torch.Tensor], torch.Tensor], None]) -> RemovableHandle:
-        handle = RemovableHandle(self._hooks)
-        self._hooks[handle.id] = hook
-        return handle
-
-    def fire(self, images: torch.Tensor, features: torch.Tensor) -> None:
-        for hook in list(self._hooks.values()):
-            hook(self, (images,), features)
-
-
 class OnnxModel:
     """An exported model in an onnxruntime session (CPU): normalised batch -> outputs by head name
     (as ``model(x)`` gives them in PyTorch). An export with features (``cached_export``) hands
-    them to hooks on ``backbones``, one stand-in per backbone, instead of returning them."""
+    them to forward hooks on ``backbones`` instead of returning them: one ``nn.Identity`` per
+    backbone, run on its features, so ``novelty.captured_features`` reads them as from PyTorch."""
 
     def __init__(self, path: str | Path):
         import onnxruntime as ort
@@ -125,12 +106,12 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = [o.name for o in self.session.get_outputs()]
-        self.backbones = [_Tap() for n in self.names if n.startswith("features_")]
+        self.backbones = [nn.Identity() for n in self.names if n.startswith("features_")]
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = images.detach().cpu().contiguous().numpy()
         out = {n: torch.from_numpy(v) for n, v in zip(self.names, self.session.run(None, {"image": x}))}
         for i, tap in enumerate(self.backbones):
-            tap.fire(images, out.pop(f"features_{i}"))
+            tap(out.pop(f"features_{i}"))
         return out
 

@@ -29,7 +29,7 @@ from .checkpoint import WeightsError
 TENSORS = ("mean", "proj", "bank", "scale")
 
 
-def backbones(model: Any) -> list[Any]:
+def backbones(model: Any) -> list[nn.Module]:
     """The backbone of each member of an ensemble, or of a single network; for an exported model
     (``export.OnnxModel``) its stand-ins, none where the export has no features."""
     if not isinstance(model, nn.Module):

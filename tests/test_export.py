@@ -59,7 +59,7 @@ def test_onnx_backend_gives_the_same_readouts(predictor):
         if predictor is AgePredictor:  # the novelty, from the backbones' features the export also returns
             assert abs(a["novelty"] - b["novelty"]) <= 0.01 and a["unusual"] == b["unusual"]
     if predictor is AgePredictor:
-        assert all(not tap._hooks for tap in onnx_model.model.backbones)  # let go after each reading
+        assert all(not tap._forward_hooks for tap in onnx_model.model.backbones)  # let go after each reading
     with pytest.raises(ValueError, match="unknown backend"):
         predictor(device="cpu", backend="tensorrt")
 
