@@ -108,6 +108,19 @@ def test_age_consistency_can_pair_a_color_view_with_a_gray_one():
     assert (channel_gap[4:] < 0.02).all() and (channel_gap[:4] > 0.3).all()
 
 
+@pytest.mark.parametrize("framing", [False, True])
+def test_age_consistency_views_share_their_framing_unless_asked_not_to(framing):
+    from train.age import AgeConfig, AgeTask
+
+    task = AgeTask(AgeConfig(consistency=1.0, consistency_framing=framing, degrade=0.0))
+    torch.manual_seed(0)
+    x, _ = task.train_batch(torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8), torch.arange(8.0))
+    # brightness and contrast jitter differ per view; standardised, only the framing can tell the views apart
+    z = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)
+    gap = (z[:4] - z[4:]).abs().mean(dim=(1, 2, 3))
+    assert (gap > 0.1).all() if framing else (gap < 1e-4).all()
+
+
 def test_age_mixup_blends_faces_and_their_label_distributions_alike():
     from train.age import AgeConfig, AgeTask
 

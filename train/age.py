@@ -60,6 +60,8 @@ class AgeConfig(TrainConfig):
                              "(half the batch's faces, two views each); 0 = off")
     consistency_gray: float = opt(0.0, "with consistency: the probability that a pair's second view is also turned grayscale "
                                   "(color and gray views of one face then have to agree)")
+    consistency_framing: bool = opt(False, "with consistency: each view of a pair gets its own flip, rotation, scale and shift "
+                                    "(the face framed as two detections would frame it) instead of sharing one")
     mixup: float = opt(0.0, "mixup: blend each face with another of the batch by a weight drawn from Beta(a, a) and train on "
                        "the same blend of their label distributions; a = this value (0.2 is gentle), 0 = off")
     balance: float = opt(0.0, "weigh each face's loss by the density of its age among the training faces (smoothed by a "
@@ -154,14 +156,17 @@ class AgeTask(Task):
 
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``consistency`` every other face of the batch comes back twice, as two views that share
-        their geometry and differ in their degradations (the loss pairs the halves). Every other
+        their geometry (unless ``consistency_framing``) and differ in their degradations (the loss
+        pairs the halves). Every other
         face, not the first half: the engine sorts a batch's rows, and UTKFace's rows run by age."""
         c = self.config
         if not c.augment:
             return normalize(images), labels
-        x = random_affine(images.permute(0, 3, 1, 2).float().div_(255))
+        raw = images.permute(0, 3, 1, 2).float().div_(255)
+        x = random_affine(raw)
         if c.consistency > 0:
-            x, labels = x[::2].repeat(2, 1, 1, 1), labels[::2].repeat(2)
+            second = random_affine(raw[::2]) if c.consistency_framing else x[::2]
+            x, labels = torch.cat([x[::2], second]), labels[::2].repeat(2)
         if c.degrade > 0:
             x = random_degrade(x, c.degrade, c.sharpen, c.lighting, c.smooth)
         if c.consistency > 0 and c.consistency_gray > 0:
