@@ -157,8 +157,8 @@ class AgeTask(Task):
     def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``consistency`` every other face of the batch comes back twice, as two views that share
         their geometry (unless ``consistency_framing``) and differ in their degradations (the loss
-        pairs the halves). Every other
-        face, not the first half: the engine sorts a batch's rows, and UTKFace's rows run by age."""
+        pairs the halves). Every other face, not the first half: the engine sorts a batch's rows, and
+        UTKFace's rows run by age."""
         c = self.config
         if not c.augment:
             return normalize(images), labels
