@@ -65,6 +65,28 @@ def random_affine(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def random_erase(x: torch.Tensor, p: float, area: tuple[float, float] = (0.02, 0.2), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2017) of a float batch (N, C, H, W) in 0..1: each image, with
+    probability ``p``, gets one rectangle of ``area`` (a fraction of the image) and ``aspect``
+    (height / width, drawn log-uniformly) painted in one random colour, as a hand, a strand of hair
+    or a pair of sunglasses covers part of a face, so that no single part of it decides the label."""
+    n, c, h, w = x.shape
+    dev = x.device
+    hit = torch.rand(n, device=dev) < p
+    frac = torch.empty(n, device=dev).uniform_(*area)
+    ratio = torch.exp(torch.empty(n, device=dev).uniform_(math.log(aspect[0]), math.log(aspect[1])))
+    eh = (torch.sqrt(frac * ratio) * h).clamp(1, h)
+    ew = (torch.sqrt(frac / ratio) * w).clamp(1, w)
+    top = torch.rand(n, device=dev) * (h - eh)
+    left = torch.rand(n, device=dev) * (w - ew)
+    ys = torch.arange(h, device=dev, dtype=x.dtype)[None, :, None]
+    xs = torch.arange(w, device=dev, dtype=x.dtype)[None, None, :]
+    inside = ((ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
+              & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None]) & hit[:, None, None])
+    colour = torch.rand(n, c, 1, 1, device=dev, dtype=x.dtype)
+    return torch.where(inside[:, None], colour, x)
+
+
 def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2) -> torch.Tensor:
     """Random brightness and contrast on a normalised batch, one draw per image."""
     n = x.shape[0]

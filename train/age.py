@@ -29,7 +29,7 @@ from dldl_core.images import resize_square
 from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation
-from dldl_core.transforms import batches, color_jitter, normalize, random_affine
+from dldl_core.transforms import batches, color_jitter, normalize, random_affine, random_erase
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 CHIP_SIZE = 200  # UTKFace aligned chips are 200 x 200
@@ -62,6 +62,8 @@ class AgeConfig(TrainConfig):
                                   "(color and gray views of one face then have to agree)")
     consistency_framing: bool = opt(False, "with consistency: each view of a pair gets its own flip, rotation, scale and shift "
                                     "(the face framed as two detections would frame it) instead of sharing one")
+    erase: float = opt(0.0, "random erasing: the probability that a training face gets a rectangle of 2-20% of its area "
+                       "painted in one colour (an occluder); with consistency each view of a pair is erased on its own; 0 = off")
     mixup: float = opt(0.0, "mixup: blend each face with another of the batch by a weight drawn from Beta(a, a) and train on "
                        "the same blend of their label distributions; a = this value (0.2 is gentle), 0 = off")
     balance: float = opt(0.0, "weigh each face's loss by the density of its age among the training faces (smoothed by a "
@@ -167,6 +169,8 @@ class AgeTask(Task):
         if c.consistency > 0:
             second = random_affine(raw[::2]) if c.consistency_framing else x[::2]
             x, labels = torch.cat([x[::2], second]), labels[::2].repeat(2)
+        if c.erase > 0:
+            x = random_erase(x, c.erase)
         if c.degrade > 0:
             x = random_degrade(x, c.degrade, c.sharpen, c.lighting, c.smooth)
         if c.consistency > 0 and c.consistency_gray > 0:
