@@ -155,3 +155,19 @@ def test_encodings_and_degraded_copies(photo):
     assert np.abs(np.diff(m1, axis=1)).mean() < 0.85 * np.abs(np.diff(np.asarray(photo).astype(float), axis=1)).mean()
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(photo, "gif")
+
+
+def test_random_erase_paints_one_rectangle_of_one_colour_and_leaves_the_rest():
+    from dldl_core.transforms import random_erase
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 40, 40)
+    assert torch.equal(random_erase(x, 0.0), x)
+    y = random_erase(x, 1.0, area=(0.05, 0.2))
+    changed = (y != x).any(1)  # (N, H, W)
+    for img, mask in zip(y, changed):
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = img[:, int(rows.min()) : int(rows.max()) + 1, int(cols.min()) : int(cols.max()) + 1]
+        assert (box == box[:, :1, :1]).all()  # one solid rectangle: everything inside its bounds is painted
+        assert 0.03 <= box[0].numel() / mask.numel() <= 0.22
+    assert 0.1 < random_erase(x, 0.5).ne(x).any(1).flatten(1).any(1).float().mean() < 0.9
