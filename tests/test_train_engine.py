@@ -10,6 +10,7 @@ from PIL import Image
 
 from benchmarks.speed import training_throughput
 from dldl_core.checkpoint import load_checkpoint
+from dldl_core.data import decode_resized
 from dldl_core.faces import FaceDetector, detect_padded
 from dldl_core.paths import data_root, shipped_weights
 from dldl_core.predict import AgePredictor, MultiLabelPredictor
@@ -107,6 +108,25 @@ def test_tiny_age_run_and_resume(tmp_path, utkface_test):
         fit(AgeTask(parse_config(AgeConfig, common + ["--init", inits, "--ensemble"])))
     with pytest.raises(ValueError, match="needs --init"):
         fit(AgeTask(parse_config(AgeConfig, common[:-1] + ["0"])))
+
+
+def test_a_coverage_band_bounds_the_fitted_temperature(utkface_test):
+    """--coverage-band keeps the lowest-NLL temperature among those whose interval covers within
+    the band; the shipped model's NLL temperature covers more than 0.8 of these faces."""
+    model, _ = load_checkpoint(shipped_weights("age"))
+    images = np.stack([decode_resized(r.path, 128) for r in utkface_test[::2]])
+    ages = torch.tensor([r.age for r in utkface_test[::2]], dtype=torch.float32)
+    cpu = torch.device("cpu")
+    readout = ["--tta-gray", "--blur", "0.5", "--calibrate-on", "val"]
+    free, banded = (AgeTask(parse_config(AgeConfig, readout + extra)) for extra in ([], ["--coverage-band", "0.7,0.8"]))
+    for task in (free, banded):
+        task.calibrate(model, images, ages, cpu)
+    logits = free.logits(model, images, cpu)
+    covered = {t.temperature: t._metrics(logits, ages, t.temperature)["coverage"] for t in (free, banded)}
+    assert banded.temperature < free.temperature and covered[free.temperature] > 0.8
+    assert 0.7 <= covered[banded.temperature] <= 0.8
+    with pytest.raises(SystemExit, match="LO,HI"):
+        AgeTask(parse_config(AgeConfig, ["--coverage-band", "0.8"]))
 
 
 def _needs(path: str) -> None:

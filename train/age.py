@@ -75,12 +75,27 @@ class AgeConfig(TrainConfig):
     teacher_max_yaw: float = opt(45.0, "with teacher: leave out AFLW faces turned further than this (degrees of yaw, AFLW's label)")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
+    coverage_band: str = opt("", "'LO,HI': the temperature with the lowest NLL among those whose interval covers between LO "
+                             "and HI of each fitting set (val; its degraded copy), e.g. 0.78,0.84; '' = the lowest NLL alone")
     tta_flip: bool = opt(True, "average the distribution of the face and its mirror image")
     tta_gray: bool = opt(False, "see the second test-time view (the mirror image) in grayscale")
     blur: float = opt(0.0, "read every face through a Gaussian blur of this sigma (input pixels) at evaluation, calibration "
                       "and in the card's readout (not in training); 0 = none")
     level: float = opt(0.8, "credible interval mass")
     template_chips: int = opt(500, "training chips used to measure the landmark template")
+
+
+def _coverage_band(text: str) -> tuple[float, float] | None:
+    """``--coverage-band``'s 'LO,HI' as two fractions, or None when empty."""
+    if not text:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--coverage-band takes two fractions as LO,HI (e.g. 0.78,0.84), not {text!r}") from None
+    if not 0 <= lo < hi <= 1:
+        raise SystemExit(f"--coverage-band needs 0 <= LO < HI <= 1, got {text!r}")
+    return lo, hi
 
 
 class AgeTask(Task):
@@ -92,6 +107,7 @@ class AgeTask(Task):
         if config.teacher and (config.mixup > 0 or config.balance > 0):
             raise SystemExit("--teacher's faces have distributions, not ages: it does not combine with --mixup or --balance")
         self.config = config
+        self.band = _coverage_band(config.coverage_band)
         self.bins = bin_grid(0, config.age_max, 1)
         self.template: dict[str, Any] = {}
         self.temperature = 1.0
@@ -250,16 +266,32 @@ class AgeTask(Task):
     def calibrate(self, model: nn.Module, images: np.ndarray, labels: torch.Tensor, device: torch.device) -> None:
         """Temperature scaling: the softmax temperature with the lowest NLL on val (and, with
         ``calibrate_on = val+degraded``, on a seeded degraded copy of val through real codecs too,
-        so the intervals stay honest on photos worse than the chips)."""
+        so the intervals stay honest on photos worse than the chips). With ``coverage_band`` only
+        temperatures whose interval covers within the band of each of those sets compete: the NLL
+        alone leaves the in-domain intervals wider than their nominal mass."""
         logits = self.logits(model, images, device)
         if self.config.calibrate_on == "val+degraded":
             rng = np.random.default_rng(0)
             worse = np.stack([np.asarray(degraded_copy(Image.fromarray(np.asarray(im)), rng)) for im in images])
             logits, labels = torch.cat([logits, self.logits(model, worse, device)]), torch.cat([labels, labels])
         grid = [round(t, 2) for t in np.arange(0.3, 6.01, 0.05)]
-        self.temperature = min(grid, key=lambda t: self._metrics(logits, labels, t)["nll"])
+        allowed = [t for t in grid if self._within_band(logits, labels, t)]
+        if not allowed:
+            print(f"warning: no temperature covers {self.config.coverage_band} of every fitting set; "
+                  "fitting by NLL alone", file=sys.stderr)
+        self.temperature = min(allowed or grid, key=lambda t: self._metrics(logits, labels, t)["nll"])
         if self.temperature in (grid[0], grid[-1]):
             print(f"warning: the fitted temperature {self.temperature} is at the edge of its search grid", file=sys.stderr)
+
+    def _within_band(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> bool:
+        """Whether the interval at this temperature covers within ``coverage_band`` of each fitting
+        set (the val faces, then their degraded copies, each a contiguous half of ``logits``)."""
+        if self.band is None:
+            return True
+        lo, hi = self.band
+        sets = logits.chunk(2 if self.config.calibrate_on == "val+degraded" else 1)
+        truths = labels.chunk(len(sets))
+        return all(lo <= self._metrics(x, y, temperature)["coverage"] <= hi for x, y in zip(sets, truths))
 
     def card(self) -> dict[str, Any]:
         c = self.config
@@ -285,7 +317,8 @@ class AgeTask(Task):
                 + (f"; and {len(self.taught)} AFLW train faces (pose/aflw, |yaw| <= {c.teacher_max_yaw}) without ages, each "
                    f"learned as the distribution {c.teacher} gives it" if c.teacher else ""),
                 "select": "split == val" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
-                + " (best epoch by MAE; temperature by NLL on " + c.calibrate_on + ")",
+                + " (best epoch by MAE; temperature by NLL on " + c.calibrate_on
+                + (f", its interval covering {c.coverage_band} of each" if c.coverage_band else "") + ")",
                 "test": "split == test, evaluated once at the end",
             },
         }
