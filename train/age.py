@@ -269,29 +269,21 @@ class AgeTask(Task):
         so the intervals stay honest on photos worse than the chips). With ``coverage_band`` only
         temperatures whose interval covers within the band of each of those sets compete: the NLL
         alone leaves the in-domain intervals wider than their nominal mass."""
-        logits = self.logits(model, images, device)
+        sets = [(self.logits(model, images, device), labels)]
         if self.config.calibrate_on == "val+degraded":
             rng = np.random.default_rng(0)
             worse = np.stack([np.asarray(degraded_copy(Image.fromarray(np.asarray(im)), rng)) for im in images])
-            logits, labels = torch.cat([logits, self.logits(model, worse, device)]), torch.cat([labels, labels])
+            sets.append((self.logits(model, worse, device), labels))
+        logits, labels = (torch.cat(parts) for parts in zip(*sets))
         grid = [round(t, 2) for t in np.arange(0.3, 6.01, 0.05)]
-        allowed = [t for t in grid if self._within_band(logits, labels, t)]
+        allowed = [t for t in grid if self.band is None
+                   or all(self.band[0] <= self._metrics(x, y, t)["coverage"] <= self.band[1] for x, y in sets)]
         if not allowed:
             print(f"warning: no temperature covers {self.config.coverage_band} of every fitting set; "
                   "fitting by NLL alone", file=sys.stderr)
         self.temperature = min(allowed or grid, key=lambda t: self._metrics(logits, labels, t)["nll"])
         if self.temperature in (grid[0], grid[-1]):
             print(f"warning: the fitted temperature {self.temperature} is at the edge of its search grid", file=sys.stderr)
-
-    def _within_band(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> bool:
-        """Whether the interval at this temperature covers within ``coverage_band`` of each fitting
-        set (the val faces, then their degraded copies, each a contiguous half of ``logits``)."""
-        if self.band is None:
-            return True
-        lo, hi = self.band
-        sets = logits.chunk(2 if self.config.calibrate_on == "val+degraded" else 1)
-        truths = labels.chunk(len(sets))
-        return all(lo <= self._metrics(x, y, temperature)["coverage"] <= hi for x, y in zip(sets, truths))
 
     def card(self) -> dict[str, Any]:
         c = self.config
