@@ -274,14 +274,15 @@ class AgeTask(Task):
             rng = np.random.default_rng(0)
             worse = np.stack([np.asarray(degraded_copy(Image.fromarray(np.asarray(im)), rng)) for im in images])
             sets.append((self.logits(model, worse, device), labels))
-        logits, labels = (torch.cat(parts) for parts in zip(*sets))
         grid = [round(t, 2) for t in np.arange(0.3, 6.01, 0.05)]
+        scores = {t: [self._metrics(x, y, t) for x, y in sets] for t in grid}
         allowed = [t for t in grid if self.band is None
-                   or all(self.band[0] <= self._metrics(x, y, t)["coverage"] <= self.band[1] for x, y in sets)]
+                   or all(self.band[0] <= s["coverage"] <= self.band[1] for s in scores[t])]
         if not allowed:
             print(f"warning: no temperature covers {self.config.coverage_band} of every fitting set; "
                   "fitting by NLL alone", file=sys.stderr)
-        self.temperature = min(allowed or grid, key=lambda t: self._metrics(logits, labels, t)["nll"])
+        # the sets are the same faces (val, then its degraded copy): their mean NLL is the pooled one
+        self.temperature = min(allowed or grid, key=lambda t: float(np.mean([s["nll"] for s in scores[t]])))
         if self.temperature in (grid[0], grid[-1]):
             print(f"warning: the fitted temperature {self.temperature} is at the edge of its search grid", file=sys.stderr)
 
