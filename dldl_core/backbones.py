@@ -115,22 +115,41 @@ class _Rescale(nn.Module):
         return x * self.scale + self.shift
 
 
-def _pad_stride1_in_conv(net: nn.Module) -> None:
-    """TensorFlow's "same" padding is symmetric for stride-1 convolutions with odd kernels, so
-    those become plain ``nn.Conv2d`` with ``padding=k // 2`` (same weights and outputs, tested):
-    the convolution pads itself instead of a separate ``F.pad`` copy in every layer. Only the
-    few stride-2 layers keep the package's asymmetric padding."""
+class _StrideTwoSameConv(nn.Conv2d):
+    """A stride-2 convolution with TensorFlow's "same" padding that pads its kernel, not its input.
+    TF pads an odd side by k // 2 on both ends, as PyTorch does, but an even side by one pixel less
+    before than after; that equals the kernel one tap larger with a zero first tap, padded by k // 2
+    on both ends (same outputs, tested). The package pads each such layer's input with ``F.pad``
+    instead: a zero-filled copy of some of the network's largest activation maps, a sixth of
+    Lite0's time on this project's CPU (docs/speed.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if x.shape[-2] % 2 == 0:  # a zero first row of taps (concatenated: ONNX's export of a padded weight is broken)
+            weight = torch.cat([weight.new_zeros(weight.shape[0], weight.shape[1], 1, weight.shape[3]), weight], 2)
+        if x.shape[-1] % 2 == 0:  # a zero first column
+            weight = torch.cat([weight.new_zeros(weight.shape[0], weight.shape[1], weight.shape[2], 1), weight], 3)
+        return self._conv_forward(x, weight, self.bias)
+
+
+def _plain_same_padding(net: nn.Module) -> None:
+    """The package's dynamic "same" padding (``F.pad`` of every layer's input) as padding inside
+    the convolution: TF's padding is symmetric for stride-1 convolutions with odd kernels, so those
+    become plain ``nn.Conv2d`` with ``padding=k // 2``; the stride-2 ones become
+    ``_StrideTwoSameConv``. Same weights (state-dict keys) and outputs, tested."""
     from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 
     for parent in list(net.modules()):
         for name, conv in list(parent.named_children()):
             if not isinstance(conv, Conv2dDynamicSamePadding):
                 continue
-            if tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and all(k % 2 for k in conv.kernel_size):
-                plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=tuple(k // 2 for k in conv.kernel_size),
-                                  groups=conv.groups, bias=conv.bias is not None)
-                plain.load_state_dict(conv.state_dict())
-                setattr(parent, name, plain)
+            if tuple(conv.dilation) != (1, 1) or not all(k % 2 for k in conv.kernel_size) or tuple(conv.stride) not in ((1, 1), (2, 2)):
+                continue
+            kind = nn.Conv2d if tuple(conv.stride) == (1, 1) else _StrideTwoSameConv
+            plain = kind(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                         padding=tuple(k // 2 for k in conv.kernel_size), groups=conv.groups, bias=conv.bias is not None)
+            plain.load_state_dict(conv.state_dict())
+            setattr(parent, name, plain)
 
 
 class _EfficientNetLiteFeatures(nn.Module):
@@ -144,7 +163,10 @@ class _EfficientNetLiteFeatures(nn.Module):
 
         self.rescale = _Rescale((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # the TF models take (x - 127) / 128
         self.net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=None, drop_connect_rate=0.0)
-        _pad_stride1_in_conv(self.net)
+        _plain_same_padding(self.net)
+        for m in self.net.modules():  # in place, as torchvision's MobileNetV2 has them: no new activation map each
+            if isinstance(m, nn.ReLU6):
+                m.inplace = True
         if pretrained:
             state = torch.load(_efficientnet_lite_weights(variant), map_location="cpu", weights_only=True)
             self.net.load_state_dict(state, strict=True)

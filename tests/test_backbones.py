@@ -38,18 +38,25 @@ def test_efficientnet_lite_imagenet_weights_still_classify():
     assert float(probs[281:286].sum()) > 0.5
 
 
-def test_efficientnet_lite_plain_padding_changes_no_output():
+def test_efficientnet_lite_plain_padding_changes_no_output_or_gradient():
     from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
 
     ours, _ = build_backbone("efficientnet_lite0", pretrained=False)
     reference = EfficientNet.from_name("efficientnet-lite0", image_size=None, drop_connect_rate=0.0)
     reference.load_state_dict(ours.net.state_dict(), strict=False)  # ours has no ImageNet classifier
-    assert sum(type(m) is torch.nn.Conv2d for m in ours.modules()) > 20  # the stride-1 layers were converted
-    x = torch.randn(2, 3, 97, 130)
-    with torch.inference_mode():
-        want = reference.eval().extract_features(x).mean((2, 3))
-        got = ours.eval().net.extract_features(x).mean((2, 3))
-    assert torch.allclose(got, want, atol=1e-5)
+    assert not any(isinstance(m, Conv2dDynamicSamePadding) for m in ours.modules())  # every layer was converted
+    for h, w in ((97, 130), (128, 128), (64, 33)):  # even sides pad asymmetrically, odd ones symmetrically
+        x = torch.randn(2, 3, h, w)
+        with torch.inference_mode():
+            want = reference.eval().extract_features(x).mean((2, 3))
+            got = ours.eval().net.extract_features(x).mean((2, 3))
+        assert torch.allclose(got, want, atol=1e-5), (h, w)
+    x = torch.randn(4, 3, 64, 64)  # training: the in-place activations and padded kernels backpropagate alike
+    reference.train().extract_features(x).square().mean().backward()
+    ours.train().net.extract_features(x).square().mean().backward()
+    want, got = reference._conv_stem.weight.grad, ours.net._conv_stem.weight.grad
+    assert torch.allclose(got, want, atol=1e-5 * float(want.abs().max()))
 
 
 def test_batch_norm_folds_into_efficientnet_lite():
