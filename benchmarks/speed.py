@@ -54,6 +54,15 @@ def _bf16(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return model(x)
 
 
+def _native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without it autocast emulates
+    bf16 and a model takes seconds instead of milliseconds: no speed path to time."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _distributions(out: dict[str, torch.Tensor]) -> torch.Tensor:
     """A model's outputs as probabilities, flattened per example (heads side by side): a softmax
     over each head's whole distribution, or over the classes of each pixel for a (N, C, H, W) head,
@@ -65,9 +74,9 @@ def _distributions(out: dict[str, torch.Tensor]) -> torch.Tensor:
 def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, tuple[str, list[float | None], float | None, float]]:
     """Per model: its task, and the median ms on the CPU through PyTorch (batch norm folded,
     channels-last, as the predictors run it), in the default channels-first layout, after
-    ``torch.compile`` (for ``compile_tasks`` only), under bf16 autocast and through its ONNX export
-    in onnxruntime; the seconds the compiled model's first call took (the compilation), and the
-    largest change bf16 makes to a probability."""
+    ``torch.compile`` (for ``compile_tasks`` only), under bf16 autocast (None where the CPU has no
+    native bf16) and through its ONNX export in onnxruntime; the seconds the compiled model's first
+    call took (the compilation), and the largest change bf16 makes to a probability."""
     inputs = {AgePredictor: ("age, 8 face crops and their mirror images", 16),
               PosePredictor: ("pose, 8 face crops and their mirror images", 16),
               MultiLabelPredictor: ("multi-label, 8 whole images", 8),
@@ -97,7 +106,7 @@ def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, 
         change = float((_distributions(bf16()) - _distributions(model(xt))).abs().max())
         times = [median_ms(partial(model, xt), runs), median_ms(partial(channels_first, x), runs),
                  median_ms(partial(compiled, xt), runs) if compiled is not None else None,
-                 median_ms(bf16, runs), median_ms(partial(onnx_model, x), runs)]
+                 median_ms(bf16, runs) if _native_bf16() else None, median_ms(partial(onnx_model, x), runs)]
         out[name + (f" ({n} x {size} px)" if size else "")] = (predictor.task, times, compile_s, change)
     return out
 
@@ -195,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, (task, ms, compile_s, change) in times.items():
         cells = [f"{v:.1f} ms" for v in ms[:2]]
         cells.append(f"not run (--compile {task})" if compile_s is None else f"{ms[2]:.1f} ms (compiled in {compile_s:.0f} s)")
-        cells += [f"{v:.1f} ms" for v in ms[3:]]
+        cells.append(f"{ms[3]:.1f} ms" if ms[3] is not None else "not run (no native bf16 on this CPU)")
+        cells.append(f"{ms[4]:.1f} ms")
         print(f"| {name} | " + " | ".join(cells) + f" | {change:.1e} |")
 
     if args.train:
