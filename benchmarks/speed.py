@@ -81,7 +81,7 @@ def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, 
               PosePredictor: ("pose, 8 face crops and their mirror images", 16),
               MultiLabelPredictor: ("multi-label, 8 whole images", 8),
               SegPredictor: ("segmentation, one 480x360 frame", 1)}
-    out = {}
+    out, native_bf16 = {}, _native_bf16()
     for predictor, (name, n) in inputs.items():
         if not (shipped_weights(predictor.task)).is_file():
             continue
@@ -106,7 +106,7 @@ def model_times(runs: int, compile_tasks: list[str] | None = None) -> dict[str, 
         change = float((_distributions(bf16()) - _distributions(model(xt))).abs().max())
         times = [median_ms(partial(model, xt), runs), median_ms(partial(channels_first, x), runs),
                  median_ms(partial(compiled, xt), runs) if compiled is not None else None,
-                 median_ms(bf16, runs) if _native_bf16() else None, median_ms(partial(onnx_model, x), runs)]
+                 median_ms(bf16, runs) if native_bf16 else None, median_ms(partial(onnx_model, x), runs)]
         out[name + (f" ({n} x {size} px)" if size else "")] = (predictor.task, times, compile_s, change)
     return out
 
