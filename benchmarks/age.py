@@ -8,8 +8,9 @@ Prints, for the shipped model (or ``--weights``):
 - degraded val: each val chip once through real codecs (JPEG 30-90, and with probability
   1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val,
   sharpened val (Pillow's unsharp mask, seeded), small faces (40 px and enlarged back), relit
-  val (overexposed, dark, lit from one side or low contrast; seeded) and smoothed val (skin
-  smoothed with its edges kept, as beauty filters and makeup do; seeded);
+  val (overexposed, dark, lit from one side or low contrast; seeded), smoothed val (skin
+  smoothed with its edges kept, as beauty filters and makeup do; seeded) and scanned val (an old
+  print: toned toward sepia, faded, film grain; seeded);
 - the age-balanced MAE: the mean of the MAEs of nine age groups (0-2, 3-9, 10-19, ..., 60-69,
   70+; like one of the in-the-wild collections) weighed alike, on test and on each val set:
   UTKFace's crowded twenties hide errors on the old and the young that a balanced set shows;
@@ -45,7 +46,7 @@ from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_pose, read_utkface
-from dldl_core.degrade import ENCODINGS, degraded_copy, encode, relit_copy, sharpened_copy, smoothed_copy
+from dldl_core.degrade import ENCODINGS, degraded_copy, encode, relit_copy, scanned_copy, sharpened_copy, smoothed_copy
 from dldl_core.examples import example_photos
 from dldl_core.metrics import balanced_mae, cumulative_score, interval_coverage, mae
 from dldl_core.paths import shipped_weights
@@ -105,6 +106,7 @@ VAL_SETS = {
     "small (40 px)": _small,
     "relit (seeded)": relit_copy,
     "smoothed (seeded)": smoothed_copy,
+    "scanned print (seeded)": scanned_copy,
 }
 
 
@@ -114,8 +116,9 @@ def _val_sets(chips: list[Image.Image]) -> Iterator[tuple[str, list[Image.Image]
     studio photos, which UTKFace's soft chips lack), small faces: each chip at 40 pixels a side and
     enlarged back, as a face across a family photo is cut (smaller than the degraded copy's 2-4x
     downscale), a seeded relit copy (a flash's overexposure, a dark room, light from one side, a
-    faded print: UTKFace's chips are evenly lit) and a seeded smoothed copy (skin smoothed with its
-    edges kept, as phones' noise reduction, beauty filters and makeup do)."""
+    faded print: UTKFace's chips are evenly lit), a seeded smoothed copy (skin smoothed with its
+    edges kept, as phones' noise reduction, beauty filters and makeup do) and a seeded copy as an
+    old print, scanned (toned toward sepia, faded, film grain: family albums)."""
     rng = np.random.default_rng(0)
     for name, make in VAL_SETS.items():
         yield name, chips if make is None else [make(c, rng) for c in chips]

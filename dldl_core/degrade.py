@@ -145,12 +145,33 @@ def relight(x: torch.Tensor, gain: torch.Tensor, low: torch.Tensor, angle: torch
     return (mean + (x - mean) * contrast[:, None, None, None]).clamp(0, 1)
 
 
-def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0, lighting: float = 0.0, smooth: float = 0.0) -> torch.Tensor:
+# Sepia toning: each output channel a mix of the input's (the common photo-editing matrix).
+_SEPIA = ((0.393, 0.769, 0.189), (0.349, 0.686, 0.168), (0.272, 0.534, 0.131))
+
+
+def scanned_print(x: torch.Tensor, tone: torch.Tensor, contrast: torch.Tensor, lift: torch.Tensor, grain: torch.Tensor) -> torch.Tensor:
+    """An old photo print, scanned, of a float batch (N, 3, H, W) in 0..1, each image its own
+    values (N,): toned toward sepia by ``tone`` (0 none, 1 full sepia; yellowed or toned paper),
+    faded to ``contrast`` of its range with the blacks lifted to ``lift`` (a print's dyes fade and
+    its blacks turn grey), then film grain: monochrome noise of standard deviation ``grain``,
+    clumped by a Gaussian of 0.5 px as grain is coarser than a sensor's pixels."""
+    sepia = torch.einsum("ij,njhw->nihw", torch.tensor(_SEPIA, dtype=x.dtype, device=x.device), x).clamp(0, 1)
+    t = tone[:, None, None, None]
+    x = lift[:, None, None, None] + contrast[:, None, None, None] * ((1 - t) * x + t * sepia)
+    noise = gaussian_blur(torch.randn_like(x[:, :1]), torch.full_like(tone, 0.5))
+    noise = noise / noise.std(dim=(1, 2, 3), keepdim=True)
+    return (x + grain[:, None, None, None] * noise).clamp(0, 1)
+
+
+def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0, lighting: float = 0.0, smooth: float = 0.0,
+                   scan: float = 0.0) -> torch.Tensor:
     """Random photo degradations of a float batch (N, 3, H, W) in 0..1, each image its own draw.
 
     In order, as a camera and a web upload would apply them: with probability ``lighting`` (not
     scaled) light from one side, to 0.3-1 of the lit side's brightness, an exposure of 0.35-2x
-    clipped at white, and the contrast scaled by 0.5-1 (``relight``); white balance, gamma and
+    clipped at white, and the contrast scaled by 0.5-1 (``relight``); with probability ``scan`` (not
+    scaled) an old print, scanned: toned 0.2-1 of the way to sepia, faded to 0.6-0.9 of its range with
+    blacks lifted to 0.03-0.15, film grain of 0.015-0.05 (``scanned_print``); white balance, gamma and
     saturation; grayscale (p 0.15); low resolution, downscaled 1.5-4x and back (p 0.3);
     blur, sigma 0.4-1.6 px (p 0.2); a face not blurred may be smoothed with its edges kept, sigma
     0.8-2.5 px and colour sigma 0.03-0.12 (p ``smooth``, not scaled; ``bilateral``), then
@@ -172,6 +193,11 @@ def random_degrade(x: torch.Tensor, strength: float = 1.0, sharpen: float = 0.0,
         if k:
             gain = torch.exp(uniform(k, math.log(0.35), math.log(2.0)))
             x[lit] = relight(x[lit], gain, uniform(k, 0.3, 1.0), uniform(k, 0, 2 * math.pi), uniform(k, 0.5, 1.0))
+    if scan > 0:  # drawn only when asked, so that runs without it keep their random stream
+        old = torch.rand(n, device=dev) < scan
+        k = int(old.sum())
+        if k:
+            x[old] = scanned_print(x[old], uniform(k, 0.2, 1.0), uniform(k, 0.6, 0.9), uniform(k, 0.03, 0.15), uniform(k, 0.015, 0.05))
     gains = uniform((n, 3, 1, 1), 0.85, 1.15)
     gamma = torch.exp(uniform((n, 1, 1, 1), -0.4, 0.4))
     x = (x * gains).clamp(0, 1) ** gamma
@@ -288,3 +314,21 @@ def smoothed_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     a = denoise_bilateral(np.asarray(image.convert("RGB"), np.float32) / 255, win_size=2 * math.ceil(1.5 * sigma) + 1,
                           sigma_color=rng.uniform(0.04, 0.1), sigma_spatial=sigma, mode="edge", channel_axis=-1)
     return _saved_jpeg90(a)
+
+
+def scanned_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One seeded copy of a face chip as an old print, scanned, saved as JPEG at quality 70-90:
+    toned 0.4-1 of the way to sepia, faded to 0.6-0.85 of its range with the blacks lifted to
+    0.05-0.15, monochrome film grain of standard deviation 0.02-0.05 clumped by Pillow's Gaussian
+    blur (0.7 px at the 200-px chip) and the scanner's blur (0.6 px). Made with numpy and Pillow,
+    not with ``scanned_print``, so that the benchmark's set is not the training draw."""
+    a = np.asarray(image.convert("RGB"), np.float32) / 255
+    tone = rng.uniform(0.4, 1.0)
+    a = (1 - tone) * a + tone * np.clip(a @ np.array(_SEPIA, np.float32).T, 0, 1)
+    a = np.clip(rng.uniform(0.05, 0.15) + rng.uniform(0.6, 0.85) * a, 0, 1)
+    std = rng.uniform(0.02, 0.05)
+    noise = Image.fromarray(np.clip(rng.normal(128, 64, a.shape[:2]), 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.7))
+    grain = np.asarray(noise, np.float32)
+    a = np.clip(a + (std * (grain - grain.mean()) / grain.std())[..., None], 0, 1)
+    image = Image.fromarray((a * 255 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6))
+    return encode(image, f"jpeg{int(rng.integers(70, 91))}")

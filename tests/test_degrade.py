@@ -18,6 +18,8 @@ from dldl_core.degrade import (
     random_degrade,
     relight,
     relit_copy,
+    scanned_copy,
+    scanned_print,
     sharpened_copy,
     smoothed_copy,
     unsharp_mask,
@@ -125,6 +127,29 @@ def test_random_degrade_smooths_only_when_asked(photo):
     assert ((smooth - plain).abs().mean(dim=(1, 2, 3)) > 0.003).all()
 
 
+def test_scanned_print_tones_fades_and_adds_grain(photo):
+    x = _tensor(photo)
+    sepia = scanned_print(x, torch.tensor([1.0]), torch.tensor([0.7]), torch.tensor([0.1]), torch.tensor([0.0]))[0]
+    assert float(sepia[0].mean()) > float(sepia[2].mean()) + 0.05  # toned: red over blue
+    assert float(sepia.min()) >= 0.099 and float(sepia.max()) <= 0.801  # faded: blacks lifted, whites dulled
+    torch.manual_seed(0)
+    gray = torch.full((1, 3, 64, 64), 0.5)
+    noise = scanned_print(gray, torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.04]))[0] - 0.5
+    assert abs(float(noise.std()) - 0.04) < 0.002 and torch.allclose(noise[0], noise[2])  # grain, one for all channels
+    assert float((noise[0, :, 1:] * noise[0, :, :-1]).mean() / noise[0].var()) > 0.2  # clumped (white noise: 0)
+
+
+def test_random_degrade_scans_only_when_asked(photo):
+    x = _tensor(photo).repeat(4, 1, 1, 1)
+    torch.manual_seed(0)
+    plain = random_degrade(x.clone(), 0.0)
+    torch.manual_seed(0)
+    assert torch.equal(random_degrade(x.clone(), 0.0, scan=0.0), plain)  # never asked: the same random stream
+    torch.manual_seed(0)
+    old = random_degrade(x.clone(), 0.0, scan=1.0)
+    assert ((old - plain).abs().mean(dim=(1, 2, 3)) > 0.02).all()  # every face an old print
+
+
 def test_random_degrade_varies_per_image_and_stays_in_range(photo):
     torch.manual_seed(0)
     x = _tensor(photo).repeat(16, 1, 1, 1)
@@ -153,6 +178,9 @@ def test_encodings_and_degraded_copies(photo):
     m1, m2 = (np.asarray(smoothed_copy(photo, np.random.default_rng(3))).astype(float) for _ in range(2))
     assert np.array_equal(m1, m2)
     assert np.abs(np.diff(m1, axis=1)).mean() < 0.85 * np.abs(np.diff(np.asarray(photo).astype(float), axis=1)).mean()
+    o1, o2 = (np.asarray(scanned_copy(photo, np.random.default_rng(3))).astype(float) for _ in range(2))
+    assert np.array_equal(o1, o2)
+    assert o1[..., 0].mean() > o1[..., 2].mean() + 10 and np.percentile(o1, 2) > np.percentile(np.asarray(photo), 2)  # toned, blacks lifted
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(photo, "gif")
 

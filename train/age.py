@@ -56,6 +56,8 @@ class AgeConfig(TrainConfig):
     smooth: float = opt(0.0, "with degrade: the probability that a face not blurred is smoothed by an edge-preserving filter "
                         "(phone noise reduction, beauty filters, makeup: skin texture fades, edges stay; "
                         "dldl_core.degrade.bilateral); 0 = never")
+    scan: float = opt(0.0, "with degrade: the probability that a face looks like an old print, scanned (toned toward sepia, "
+                      "faded, blacks lifted, film grain; dldl_core.degrade.scanned_print); 0 = never")
     consistency: float = opt(0.0, "weight of a Jensen-Shannon term between two differently degraded views of each face "
                              "(half the batch's faces, two views each); 0 = off")
     consistency_gray: float = opt(0.0, "with consistency: the probability that a pair's second view is also turned grayscale "
@@ -188,7 +190,7 @@ class AgeTask(Task):
         if c.erase > 0:
             x = random_erase(x, c.erase)
         if c.degrade > 0:
-            x = random_degrade(x, c.degrade, c.sharpen, c.lighting, c.smooth)
+            x = random_degrade(x, c.degrade, c.sharpen, c.lighting, c.smooth, c.scan)
         if c.consistency > 0 and c.consistency_gray > 0:
             second = torch.arange(len(x), device=x.device) >= len(x) // 2
             turn = second & (torch.rand(len(x), device=x.device) < c.consistency_gray)
