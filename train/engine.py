@@ -154,7 +154,7 @@ def parse_config(cls: type[TrainConfig], argv: list[str] | None = None, prog: st
     parser = argparse.ArgumentParser(prog=prog, description=cls.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        help = f.metadata.get("help", "")
+        help = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:
