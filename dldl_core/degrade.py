@@ -277,9 +277,14 @@ def sharpened_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return encode(image, "jpeg90")
 
 
+def _image(a: np.ndarray) -> Image.Image:
+    """A float image (H, W, 3) in 0..1 (clipped), rounded to 8 bits."""
+    return Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
 def _saved_jpeg90(a: np.ndarray) -> Image.Image:
     """A float image (H, W, 3) in 0..1, rounded to 8 bits and saved as JPEG at quality 90."""
-    return encode(Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)), "jpeg90")
+    return encode(_image(a), "jpeg90")
 
 
 def relit_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -330,5 +335,5 @@ def scanned_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     noise = Image.fromarray(np.clip(rng.normal(128, 64, a.shape[:2]), 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.7))
     grain = np.asarray(noise, np.float32)
     a = np.clip(a + (std * (grain - grain.mean()) / grain.std())[..., None], 0, 1)
-    image = Image.fromarray((a * 255 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6))
+    image = _image(a).filter(ImageFilter.GaussianBlur(0.6))
     return encode(image, f"jpeg{int(rng.integers(70, 91))}")
