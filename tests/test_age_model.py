@@ -106,3 +106,19 @@ def test_intervals_widen_on_faces_unlike_utkface(aflw_wild_readouts, utkface_tes
 
     _, faces, w, v = widen(aflw_wild_readouts, utkface_test_readouts)[-1]
     assert faces > 180 and w / v > 1.05
+
+
+def test_the_validation_table_prints_each_candidates_wild_width_ratio(monkeypatch, utkface_test, aflw_val, age_predictor):
+    """The table that chooses between candidates carries the rule a candidate must meet in the wild:
+    its ratio cell is ``widen`` of its own AFLW readouts against its own clean val readouts."""
+    import benchmarks.age as bench
+
+    read = bench.read_utkface
+    monkeypatch.setattr(bench, "read_utkface", lambda data, split=None: read(data, split)[::200])  # 12 val faces
+    table = bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 10).splitlines()
+    assert table[2].endswith("| AFLW width ratio all / 20-39 |")
+    cell = table[-1].rsplit("|", 2)[-2].split("/")
+    val = bench.read_utkface(None, "val")
+    ratio = {band: w / v for band, _, w, v in bench.widen(bench._wild(age_predictor, aflw_val, 10), age_predictor.predict_crops(bench._chips(val)))}
+    assert [float(c) for c in cell] == [round(ratio["all"], 2), round(ratio["20-39"], 2)]
+    assert "AFLW" not in bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 0)
