@@ -40,9 +40,9 @@ def aflw_val():
 def aflw_wild_readouts(aflw_val, age_predictor):
     """The shipped age model's readouts of 200 AFLW val photos through detection (the most
     confident face of each), read once for the session."""
-    from benchmarks.age import _wild
+    from benchmarks.age import _detected, _wild
 
-    return _wild(age_predictor, aflw_val, 200)
+    return _wild(age_predictor, _detected(aflw_val, 200, age_predictor.device))
 
 
 @pytest.fixture(scope="session")

@@ -119,6 +119,6 @@ def test_the_validation_table_prints_each_candidates_wild_width_ratio(monkeypatc
     assert table[2].endswith("| AFLW width ratio all / 20-39 |")
     cell = table[-1].rsplit("|", 2)[-2].split("/")
     val = bench.read_utkface(None, "val")
-    ratio = {band: w / v for band, _, w, v in bench.widen(bench._wild(age_predictor, aflw_val, 10), age_predictor.predict_crops(bench._chips(val)))}
+    ratio = {band: w / v for band, _, w, v in bench.widen(bench._wild(age_predictor, bench._detected(aflw_val, 10, "cpu")), age_predictor.predict_crops(bench._chips(val)))}
     assert [float(c) for c in cell] == [round(ratio["all"], 2), round(ratio["20-39"], 2)]
     assert "AFLW" not in bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 0)
