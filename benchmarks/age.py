@@ -21,6 +21,10 @@ Prints, for the shipped model (or ``--weights``):
 - faces unlike UTKFace's, without ages: AFLW's val photos (Flickr, in the wild) through detection,
   their 80% intervals against clean val's at the same predicted age: the interval should widen
   on faces unlike the training ones, and ``widen`` measures by how much;
+- UTKFace weighted toward in-the-wild faces: test and val with each face weighed by how much more
+  often its kind occurs among AFLW's faces (a classifier of the model's features, UTKFace train
+  against AFLW train: ``toward_wild``), MAE, coverage, width and bias by age, the nearest thing to
+  in-the-wild ages the shared data holds;
 - unusual faces: with the model's novelty bank (``dldl_core.novelty``), the share of each set's
   faces flagged as unlike the training faces and, where ages are known, their MAE and coverage
   against the rest's;
@@ -31,8 +35,9 @@ Prints, for the shipped model (or ``--weights``):
 
 ``--validation W [W ...]`` prints only the table that chooses between candidate weights, one row
 each, without reading test: the val sets' MAE and coverage, the age-balanced MAE, the encoding
-spread and the AFLW width ratio (``--wild`` photos, all faces and those read 20-39), which a
-candidate must not lower.
+spread, clean val weighted toward in-the-wild faces (weights from ``--weights``' features, the
+same for every candidate) and the AFLW width ratio (``--wild`` photos, all faces and those read
+20-39).
 """
 
 from __future__ import annotations
@@ -54,9 +59,10 @@ from dldl_core.data import read_pose, read_utkface
 from dldl_core.degrade import ENCODINGS, degraded_copy, encode, relit_copy, scanned_copy, sharpened_copy, smoothed_copy
 from dldl_core.examples import example_photos
 from dldl_core.faces import Face, FaceDetector
-from dldl_core.metrics import balanced_mae, cumulative_score, interval_coverage, mae
+from dldl_core.metrics import auroc, balanced_mae, cumulative_score, interval_coverage, mae
 from dldl_core.paths import shipped_weights
 from dldl_core.predict import AgePredictor, FacePipeline
+from dldl_core.shift import DomainClassifier, effective_size, weighted_mean
 
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 AGE_GROUPS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 116))
@@ -182,12 +188,57 @@ def _wild(age: AgePredictor, photos: list[tuple[Image.Image, list[Face]]]) -> li
     return [_best_age(pipe.describe(image, faces)) for image, faces in photos]
 
 
-def validation(weights: list[str], data: str | None, device: str, n_spread: int, n_wild: int) -> str:
+def _best_crops(age: AgePredictor, photos: list[tuple[Image.Image, list[Face]]]) -> list[Image.Image]:
+    """The aligned crop of the most confident face of each photo of ``_detected``."""
+    return [age.crop(image, max(faces, key=lambda f: f.score)) for image, faces in photos]
+
+
+def _features(age: AgePredictor, crops: list[Image.Image]) -> torch.Tensor:
+    return age.read(crops, features=True)[1]
+
+
+def toward_wild(age: AgePredictor, val_chips: list[Image.Image], wild_val: list[tuple[Image.Image, list[Face]]],
+                data: str | None, n: int) -> tuple[DomainClassifier, torch.Tensor, str]:
+    """Importance weights toward AFLW's in-the-wild faces (``dldl_core.shift``): a classifier of
+    ``age``'s features of ``n`` UTKFace train chips against the faces of up to ``n`` AFLW train
+    photos (through detection); the weights of the val chips; and a line that says how well it
+    tells them from ``wild_val``'s faces (AUC) and what the weighted val is worth (effective faces)."""
+    train = read_utkface(data, "train")
+    source = _features(age, _chips(train[:: max(1, len(train) // n)][:n]))
+    target = _features(age, _best_crops(age, _detected(read_pose("aflw", data, "train"), n, age.device)))
+    clf = DomainClassifier.fit(source, target)
+    val = _features(age, val_chips)
+    wild = clf.logit(_features(age, _best_crops(age, wild_val)))
+    score = auroc(torch.cat([clf.logit(val), wild]), torch.cat([torch.zeros(len(val)), torch.ones(len(wild))]))
+    weights = clf.weights(val)
+    note = (f"a classifier of {len(source)} UTKFace train chips against {len(target)} AFLW train faces, "
+            f"AUC {score:.3f} on val against {len(wild)} AFLW val faces; val weighted is worth {effective_size(weights):.0f} faces")
+    return clf, weights, note
+
+
+def _weighted(out: list[dict], true: list[float], weights: torch.Tensor) -> tuple[float, float, float]:
+    """MAE, 80% coverage and mean 80% interval width with each face weighed by ``weights``."""
+    t = torch.tensor(true)
+    iv = torch.tensor([o["interval"] for o in out], dtype=torch.float)
+    err = (torch.tensor([o["mean"] for o in out]) - t).abs()
+    inside = ((t >= iv[:, 0]) & (t <= iv[:, 1])).float()
+    return weighted_mean(err, weights), weighted_mean(inside, weights), weighted_mean(iv[:, 1] - iv[:, 0], weights)
+
+
+def _weighted_bias(out: list[dict], true: list[float], weights: torch.Tensor) -> list[float]:
+    """The weighted mean of predicted - true age in each of ``AGE_GROUPS`` (by true age)."""
+    t = torch.tensor(true)
+    err = torch.tensor([o["mean"] for o in out]) - t
+    return [weighted_mean(err[k], weights[k]) for k in ((t >= lo) & (t <= hi) for lo, hi in AGE_GROUPS)]
+
+
+def validation(weights: list[str], data: str | None, device: str, n_spread: int, n_wild: int, reference: str) -> str:
     """The table that chooses between candidate models: val only (``VAL_SETS``, the age-balanced
-    MAE, the encoding spread) and, with ``n_wild`` AFLW val photos, the in-the-wild width ratio
-    (``widen``: all faces, and those read 20-39), which a candidate must not lower (a model surer
-    of in-the-wild faces relative to UTKFace's, where the reports found intervals too narrow
-    already); test is never read."""
+    MAE, the encoding spread) and, with ``n_wild`` AFLW photos, clean val weighted toward
+    in-the-wild faces (``toward_wild`` on the ``reference`` model's features, the same weights for
+    every candidate) and the in-the-wild width ratio (``widen``: all faces, and those read 20-39),
+    which a candidate must not lower (a model surer of in-the-wild faces relative to UTKFace's,
+    where the reports found intervals too narrow already); test is never read."""
     val = read_utkface(data, "val")
     chips, true = _chips(val), [float(r.age) for r in val]
     models = [AgePredictor(w, device) for w in weights]
@@ -202,19 +253,23 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
             balanced[i].append(_balanced(out, true))
             if name == "clean":
                 clean[i] = out
-    photos = _detected(read_pose("aflw", data, "val"), n_wild, device) if n_wild else []
-    lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage"
-             + (f"; AFLW width ratio on up to {n_wild} AFLW val photos" if n_wild else ""), "",
-             "| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 |"
-             + (" AFLW width ratio all / 20-39 |" if n_wild else ""),
-             "|---|---|" + "---|" * len(VAL_SETS) + "---|---|" + ("---|" if n_wild else "")]
+    lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", ""]
+    if n_wild:
+        photos = _detected(read_pose("aflw", data, "val"), n_wild, device)
+        _, toward, note = toward_wild(AgePredictor(reference, device), chips, photos, data, n_wild)
+        lines = [lines[0] + f"; clean val weighted toward in-the-wild faces ({note}); "
+                 f"AFLW width ratio on {len(photos)} AFLW val photos' faces", ""]
+    lines += ["| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 |"
+              + (" val weighted toward the wild | AFLW width ratio all / 20-39 |" if n_wild else ""),
+              "|---|---|" + "---|" * len(VAL_SETS) + "---|---|" + ("---|---|" if n_wild else "")]
     for w, age, row, bal, out in zip(weights, models, cells, balanced, clean):
         spread = _spread(age, chips, n_spread)
         line = (f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(row)
                 + f" | {bal[0]:.2f} / {bal[1]:.2f} | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
         if n_wild:
+            m, cov, _ = _weighted(out, true, toward)
             ratio = {band: a / v for band, _, a, v in widen(_wild(age, photos), out)}
-            line += f" {ratio['all']:.2f} / {ratio.get('20-39', float('nan')):.2f} |"
+            line += f" {m:.2f} / {cov:.3f} | {ratio['all']:.2f} / {ratio.get('20-39', float('nan')):.2f} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -247,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--detect", type=int, default=300, help="test chips to also run through detection (0 = none)")
     ap.add_argument("--consistency", type=int, default=500, help="val chips for the encoding-consistency spread (0 = none)")
-    ap.add_argument("--wild", type=int, default=2000, help="AFLW val photos (no ages) for the interval widths in the wild, also with --validation (0 = none)")
+    ap.add_argument("--wild", type=int, default=2000, help="AFLW val photos (no ages) for the interval widths in the wild, and as many AFLW train photos and UTKFace train chips for the weights toward them, also with --validation (0 = none)")
     ap.add_argument("--held-out", nargs="*", default=[], help="weights of runs trained with --hold-out-race")
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
@@ -257,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     if args.validation is not None:
-        print(validation(args.validation or [args.weights], args.data, args.device, args.consistency, args.wild))
+        print(validation(args.validation or [args.weights], args.data, args.device, args.consistency, args.wild, args.weights))
         return
     if args.held_out_only:
         for h in _held_out_rows(args):
@@ -332,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {value:.2f} |")
 
     if args.wild:
-        wild = _wild(age, _detected(read_pose("aflw", args.data, "val"), args.wild, age.device))
+        photos = _detected(read_pose("aflw", args.data, "val"), args.wild, age.device)
+        wild = _wild(age, photos)
         print()
         print(f"Faces unlike UTKFace's: {len(wild)} AFLW val photos (in the wild, no ages) through detection; "
               "their mean 80% interval width against clean val's, by predicted age")
@@ -343,6 +399,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {band} | {n} | {w:.1f} | {v:.1f} | {w / v:.2f} |")
         if age.novelty is not None:
             unusual.append(_unusual_row("AFLW val photos (no ages)", wild))
+        clf, toward, note = toward_wild(age, val_chips, photos, args.data, args.wild)
+        toward_test = clf.weights(_features(age, chips))
+        print()
+        print(f"UTKFace weighted toward in-the-wild faces: each face weighed by how much more often its kind occurs "
+              f"among AFLW's ({note}; test weighted is worth {effective_size(toward_test):.0f} faces); bias by true age, weighted")
+        print()
+        print("| set | MAE plain / weighted | 80% coverage plain / weighted | 80% width plain / weighted | "
+              + " | ".join(f"bias {lo}-{hi}" for lo, hi in AGE_GROUPS) + " |")
+        print("|---|---|---|---|" + "---|" * len(AGE_GROUPS))
+        for name, o, t, wt in (("UTKFace test, chips", out, true, toward_test), ("UTKFace val, clean", clean_val, val_true, toward)):
+            plain, weighted = _weighted(o, t, torch.ones(len(t))), _weighted(o, t, wt)
+            print(f"| {name} | " + " | ".join(f"{a:.{d}f} / {b:.{d}f}" for a, b, d in zip(plain, weighted, (2, 3, 1)))
+                  + " | " + " | ".join(f"{b:+.2f}" for b in _weighted_bias(o, t, wt)) + " |")
     if unusual:
         print()
         print(f"Unusual faces: novelty (distance to the nearest training faces) beyond clean val's 99th percentile ({age.novelty.flag:.2f})")

@@ -37,12 +37,19 @@ def aflw_val():
 
 
 @pytest.fixture(scope="session")
-def aflw_wild_readouts(aflw_val, age_predictor):
-    """The shipped age model's readouts of 200 AFLW val photos through detection (the most
-    confident face of each), read once for the session."""
-    from benchmarks.age import _detected, _wild
+def aflw_wild_photos(aflw_val, age_predictor):
+    """200 AFLW val photos with the faces detection finds on them, detected once for the session."""
+    from benchmarks.age import _detected
 
-    return _wild(age_predictor, _detected(aflw_val, 200, age_predictor.device))
+    return _detected(aflw_val, 200, age_predictor.device)
+
+
+@pytest.fixture(scope="session")
+def aflw_wild_readouts(aflw_wild_photos, age_predictor):
+    """The shipped age model's readouts of ``aflw_wild_photos`` (the most confident face of each)."""
+    from benchmarks.age import _wild
+
+    return _wild(age_predictor, aflw_wild_photos)
 
 
 @pytest.fixture(scope="session")

@@ -115,10 +115,10 @@ def test_the_validation_table_prints_each_candidates_wild_width_ratio(monkeypatc
 
     read = bench.read_utkface
     monkeypatch.setattr(bench, "read_utkface", lambda data, split=None: read(data, split)[::200])  # 12 val faces
-    table = bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 10).splitlines()
-    assert table[2].endswith("| AFLW width ratio all / 20-39 |")
+    table = bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 10, str(shipped_weights("age"))).splitlines()
+    assert table[2].endswith("| val weighted toward the wild | AFLW width ratio all / 20-39 |")
     cell = table[-1].rsplit("|", 2)[-2].split("/")
     val = bench.read_utkface(None, "val")
     ratio = {band: w / v for band, _, w, v in bench.widen(bench._wild(age_predictor, bench._detected(aflw_val, 10, "cpu")), age_predictor.predict_crops(bench._chips(val)))}
     assert [float(c) for c in cell] == [round(ratio["all"], 2), round(ratio["20-39"], 2)]
-    assert "AFLW" not in bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 0)
+    assert "AFLW" not in bench.validation([str(shipped_weights("age"))], None, "cpu", 2, 0, str(shipped_weights("age")))
