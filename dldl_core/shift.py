@@ -1,7 +1,7 @@
 """How a labelled set would score if its faces were drawn like another, unlabelled set's.
 
 No age-labelled in-the-wild photos are here, but unlabelled ones are (AFLW). A logistic classifier
-told apart the model's features of faces from the two (``DomainClassifier``); for a labelled face
+tells apart the model's features of faces from the two (``DomainClassifier``); for a labelled face
 its odds of belonging to the unlabelled set, times the ratio of the two training samples' sizes,
 estimate how much more often such a face occurs there (the density ratio of covariate shift), and
 weighing each labelled face's error by it estimates the error on the unlabelled set's kind of face
