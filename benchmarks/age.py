@@ -197,17 +197,17 @@ def _features(age: AgePredictor, crops: list[Image.Image]) -> torch.Tensor:
     return age.read(crops, features=True)[1]
 
 
-def toward_wild(age: AgePredictor, val_chips: list[Image.Image], wild_val: list[tuple[Image.Image, list[Face]]],
+def toward_wild(age: AgePredictor, val: torch.Tensor, wild_val: list[tuple[Image.Image, list[Face]]],
                 data: str | None, n: int) -> tuple[DomainClassifier, torch.Tensor, str]:
     """Importance weights toward AFLW's in-the-wild faces (``dldl_core.shift``): a classifier of
     ``age``'s features of ``n`` UTKFace train chips against the faces of up to ``n`` AFLW train
-    photos (through detection); the weights of the val chips; and a line that says how well it
-    tells them from ``wild_val``'s faces (AUC) and what the weighted val is worth (effective faces)."""
+    photos (through detection); the weights of the val faces whose features are ``val``; and a
+    line that says how well it tells them from ``wild_val``'s faces (AUC) and what the weighted
+    val is worth (effective faces)."""
     train = read_utkface(data, "train")
     source = _features(age, _chips(train[:: max(1, len(train) // n)][:n]))
     target = _features(age, _best_crops(age, _detected(read_pose("aflw", data, "train"), n, age.device)))
     clf = DomainClassifier.fit(source, target)
-    val = _features(age, val_chips)
     wild = clf.logit(_features(age, _best_crops(age, wild_val)))
     score = auroc(torch.cat([clf.logit(val), wild]), torch.cat([torch.zeros(len(val)), torch.ones(len(wild))]))
     weights = clf.weights(val)
@@ -256,7 +256,8 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
     lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", ""]
     if n_wild:
         photos = _detected(read_pose("aflw", data, "val"), n_wild, device)
-        _, toward, note = toward_wild(AgePredictor(reference, device), chips, photos, data, n_wild)
+        ref = AgePredictor(reference, device)
+        _, toward, note = toward_wild(ref, _features(ref, chips), photos, data, n_wild)
         lines = [lines[0] + f"; clean val weighted toward in-the-wild faces ({note}); "
                  f"AFLW width ratio on {len(photos)} AFLW val photos' faces", ""]
     lines += ["| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 |"
@@ -327,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = read_utkface(args.data, "test")
     chips, true = _chips(rows), [float(r.age) for r in rows]
-    out = age.predict_crops(chips)
+    probs, test_feats = age.read(chips, features=True)
+    out = age.readouts(probs, test_feats)
     print(_row("UTKFace test, chips (--crops)", out, true))
     det_ms: list[float] = []
     if args.detect:
@@ -371,9 +373,10 @@ def main(argv: list[str] | None = None) -> None:
     unusual = [_unusual_row("UTKFace test, chips", out, true)] if age.novelty is not None else []
     clean_val: list[dict] = []
     for name, images in _val_sets(val_chips):
-        val_out = age.predict_crops(images)
+        probs, feats = age.read(images, features=True)
+        val_out = age.readouts(probs, feats)
         if name == "clean":
-            clean_val = val_out
+            clean_val, val_feats = val_out, feats
         print(_row(f"UTKFace val, {name}", val_out, val_true))
         balanced[f"UTKFace val, {name}"] = _balanced(val_out, val_true)
         if age.novelty is not None:
@@ -399,8 +402,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {band} | {n} | {w:.1f} | {v:.1f} | {w / v:.2f} |")
         if age.novelty is not None:
             unusual.append(_unusual_row("AFLW val photos (no ages)", wild))
-        clf, toward, note = toward_wild(age, val_chips, photos, args.data, args.wild)
-        toward_test = clf.weights(_features(age, chips))
+        clf, toward, note = toward_wild(age, val_feats, photos, args.data, args.wild)
+        toward_test = clf.weights(test_feats)
         print()
         print(f"UTKFace weighted toward in-the-wild faces: each face weighed by how much more often its kind occurs "
               f"among AFLW's ({note}; test weighted is worth {effective_size(toward_test):.0f} faces); bias by true age, weighted")

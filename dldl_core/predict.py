@@ -150,7 +150,10 @@ class AgePredictor(CropModel):
         99th percentile: such faces err two to three times as much as the rest)."""
         if not crops:
             return []
-        probs, feats = self.read(crops)
+        return self.readouts(*self.read(crops))
+
+    def readouts(self, probs: torch.Tensor, feats: torch.Tensor | None) -> list[dict[str, Any]]:
+        """``predict_crops``' readouts from what ``read`` returned, for a caller that also wants the features."""
         rows = summarize(probs, self.bins, self.level)
         if self.novelty is not None:
             for row, extra in zip(rows, self.novelty.readouts(feats)):

@@ -25,10 +25,10 @@ def test_faces_weighted_toward_aflw_are_harder(age_predictor, utkface_test, utkf
     AFLW's (the 300 test chips weighted are worth 17), and those it finds are read with wider
     intervals and larger errors (MAE 5.09 against 4.63 here; val 5.43 against 4.61 in
     python -m benchmarks.age)."""
-    from benchmarks.age import _weighted, toward_wild
+    from benchmarks.age import _features, _weighted, toward_wild
 
     chips = [Image.open(r.path).convert("RGB") for r in utkface_test]
-    _, weights, note = toward_wild(age_predictor, chips, aflw_wild_photos, None, 300)
+    _, weights, note = toward_wild(age_predictor, _features(age_predictor, chips), aflw_wild_photos, None, 300)
     assert float(note.split("AUC ")[1].split()[0]) > 0.8
     assert effective_size(weights) < len(chips) / 4
     true = [float(r.age) for r in utkface_test]
