@@ -245,19 +245,24 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
     cells: list[list[str]] = [[] for _ in models]
     balanced: list[list[float]] = [[] for _ in models]
     clean: list[list[dict]] = [[] for _ in models]
+    clean_feats: list[torch.Tensor | None] = [None] * len(models)
     for name, images in _val_sets(chips):
         for i, age in enumerate(models):
-            out = age.predict_crops(images)
+            probs, feats = age.read(images, features=name == "clean")
+            out = age.readouts(probs, feats)
             m, _, cov = _scores(out, true)
             cells[i].append(f"{m:.2f} / {cov:.3f}")
             balanced[i].append(_balanced(out, true))
             if name == "clean":
-                clean[i] = out
+                clean[i], clean_feats[i] = out, feats
     lines = [f"UTKFace val ({len(true)} faces; spread on {n_spread}): MAE / 80% coverage", ""]
     if n_wild:
         photos = _detected(read_pose("aflw", data, "val"), n_wild, device)
-        ref = AgePredictor(reference, device)
-        _, toward, note = toward_wild(ref, _features(ref, chips), photos, data, n_wild)
+        # the reference is usually a candidate too: its model and clean val features are at hand
+        same = [i for i, w in enumerate(weights) if Path(w).resolve() == Path(reference).resolve()]
+        ref = models[same[0]] if same else AgePredictor(reference, device)
+        ref_feats = clean_feats[same[0]] if same else _features(ref, chips)
+        _, toward, note = toward_wild(ref, ref_feats, photos, data, n_wild)
         lines = [lines[0] + f"; clean val weighted toward in-the-wild faces ({note}); "
                  f"AFLW width ratio on {len(photos)} AFLW val photos' faces", ""]
     lines += ["| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 |"
