@@ -35,7 +35,7 @@ Prints, for the shipped model (or ``--weights``):
 
 ``--validation W [W ...]`` prints only the table that chooses between candidate weights, one row
 each, without reading test: the val sets' MAE and coverage, the age-balanced MAE, the encoding
-spread, clean val weighted toward in-the-wild faces (weights from ``--weights``' features, the
+spread, the gap between a face's reading and its mirror image's (on the same chips), clean val weighted toward in-the-wild faces (weights from ``--weights``' features, the
 same for every candidate) and the AFLW width ratio (``--wild`` photos, all faces and those read
 20-39).
 """
@@ -99,6 +99,15 @@ def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
     sub = chips[:: max(1, len(chips) // n)][:n]
     means = np.array([[o["mean"] for o in age.predict_crops([encode(c, e) for c in sub])] for e in ENCODINGS])
     return means.max(0) - means.min(0)
+
+
+def _mirror_gap(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
+    """Gap (years) between the predicted means of each of ``n`` evenly spaced chips and its mirror
+    image: a face reads its age, not its side; without a mirrored test-time view this gap doubles
+    (docs/models/age.md, "A third network")."""
+    sub = chips[:: max(1, len(chips) // n)][:n]
+    a, b = ([o["mean"] for o in age.predict_crops(s)] for s in (sub, [c.transpose(Image.FLIP_LEFT_RIGHT) for c in sub]))
+    return np.abs(np.array(a) - np.array(b))
 
 
 def _small(chip: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -265,13 +274,14 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
         _, toward, note = toward_wild(ref, ref_feats, photos, data, n_wild)
         lines = [lines[0] + f"; clean val weighted toward in-the-wild faces ({note}); "
                  f"AFLW width ratio on {len(photos)} AFLW val photos' faces", ""]
-    lines += ["| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 |"
+    lines += ["| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 | mirror gap median / p90 |"
               + (" val weighted toward the wild | AFLW width ratio all / 20-39 |" if n_wild else ""),
-              "|---|---|" + "---|" * len(VAL_SETS) + "---|---|" + ("---|---|" if n_wild else "")]
+              "|---|---|" + "---|" * len(VAL_SETS) + "---|---|---|" + ("---|---|" if n_wild else "")]
     for w, age, row, bal, out in zip(weights, models, cells, balanced, clean):
-        spread = _spread(age, chips, n_spread)
+        spread, mirror = _spread(age, chips, n_spread), _mirror_gap(age, chips, n_spread)
         line = (f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(row)
-                + f" | {bal[0]:.2f} / {bal[1]:.2f} | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f} |")
+                + f" | {bal[0]:.2f} / {bal[1]:.2f} | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f}"
+                + f" | {np.median(mirror):.2f} / {np.percentile(mirror, 90):.2f} |")
         if n_wild:
             m, cov, _ = _weighted(out, true, toward)
             ratio = {band: a / v for band, _, a, v in widen(_wild(age, photos), out)}
@@ -313,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record", action="store_true", help="write the held-out rows to benchmarks/records/age_held_out_<race>.json")
     ap.add_argument("--held-out-only", action="store_true", help="only score the --held-out runs (with --record, to keep their rows)")
     ap.add_argument("--validation", nargs="*", metavar="WEIGHTS",
-                    help=f"only the validation table (val {', '.join(VAL_SETS)}; the age-balanced MAE, the encoding spread) "
+                    help=f"only the validation table (val {', '.join(VAL_SETS)}; the age-balanced MAE, the encoding spread, the mirror gap) "
                          "and the AFLW width ratio (--wild) for these weights (default: the shipped ones)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -82,6 +83,24 @@ def test_the_cards_blur_is_applied_to_every_face(tmp_path, utkface_test):
     assert torch.allclose(read_soft, age_probs(logits, plain.temperature), atol=1e-4)
     moved = (expectation(read_soft, soft.bins) - expectation(plain.probs(chips), plain.bins)).abs()
     assert moved.median() > 0.1
+
+
+def test_the_mirror_gap_shrinks_with_the_mirrored_view(tmp_path, utkface_test, age_predictor):
+    """``_mirror_gap`` (a column of the validation table): the same weights read without test-time
+    views (each face seen once, as it is) put a face and its mirror image further apart than the
+    card's views do (the mirror image seen in gray beside the face)."""
+    from benchmarks.age import _mirror_gap
+
+    weights = tmp_path / "age.safetensors"
+    weights.symlink_to(shipped_weights("age"))
+    card = json.loads(card_path(shipped_weights("age")).read_text())
+    card["readout"] |= {"tta_flip": False, "tta_gray": False}
+    card_path(weights).write_text(json.dumps(card))
+    chips = [Image.open(r.path).convert("RGB") for r in utkface_test[:24]]
+    viewed, single = _mirror_gap(age_predictor, chips, 24), _mirror_gap(AgePredictor(weights, "cpu"), chips, 24)
+    assert len(viewed) == len(single) == 24
+    # 0.93 against 0.29 years on average, 0.30 against 0.22 at the median
+    assert single.mean() > 2 * viewed.mean() and np.median(single) > np.median(viewed)
 
 
 def test_widen_compares_each_wild_face_with_val_at_its_predicted_age():
