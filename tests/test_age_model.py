@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,19 +63,22 @@ def test_the_gray_test_time_view_changes_color_faces_only(utkface_test, age_pred
         assert (age_logits(model, color, True, True) - age_logits(model, color, True, False)).abs().max() > 0.05
 
 
+def _read_as(folder: Path, **readout: object) -> AgePredictor:
+    """The shipped age weights read with their card's ``readout`` changed (a link to the weights
+    and the changed card beside it, in ``folder``)."""
+    folder.mkdir(exist_ok=True)
+    weights = folder / "age.safetensors"
+    weights.symlink_to(shipped_weights("age"))
+    card = json.loads(card_path(shipped_weights("age")).read_text())
+    card["readout"] |= readout
+    card_path(weights).write_text(json.dumps(card))
+    return AgePredictor(weights, "cpu")
+
+
 def test_the_cards_blur_is_applied_to_every_face(tmp_path, utkface_test):
     """``readout.blur``: a card asking for a blur reads faces as a card without one reads the same
     faces blurred first (the same weights and temperature), and that moves the readouts."""
-    def predictor(blur: float) -> AgePredictor:
-        weights = tmp_path / f"blur{blur}" / "age.safetensors"
-        weights.parent.mkdir()
-        weights.symlink_to(shipped_weights("age"))
-        card = json.loads(card_path(shipped_weights("age")).read_text())
-        card["readout"]["blur"] = blur
-        card_path(weights).write_text(json.dumps(card))
-        return AgePredictor(weights, "cpu")
-
-    plain, soft = predictor(0.0), predictor(1.0)
+    plain, soft = _read_as(tmp_path / "plain", blur=0.0), _read_as(tmp_path / "soft", blur=1.0)
     chips = [Image.open(r.path) for r in utkface_test[::20]]
     x = next(plain.batches(chips, len(chips)))
     with torch.inference_mode():
@@ -91,13 +95,8 @@ def test_the_mirror_gap_shrinks_with_the_mirrored_view(tmp_path, utkface_test, a
     card's views do (the mirror image seen in gray beside the face)."""
     from benchmarks.age import _mirror_gap
 
-    weights = tmp_path / "age.safetensors"
-    weights.symlink_to(shipped_weights("age"))
-    card = json.loads(card_path(shipped_weights("age")).read_text())
-    card["readout"] |= {"tta_flip": False, "tta_gray": False}
-    card_path(weights).write_text(json.dumps(card))
     chips = [Image.open(r.path).convert("RGB") for r in utkface_test[:24]]
-    viewed, single = _mirror_gap(age_predictor, chips, 24), _mirror_gap(AgePredictor(weights, "cpu"), chips, 24)
+    viewed, single = _mirror_gap(age_predictor, chips, 24), _mirror_gap(_read_as(tmp_path, tta_flip=False, tta_gray=False), chips, 24)
     assert len(viewed) == len(single) == 24
     # 0.93 against 0.29 years on average, 0.30 against 0.22 at the median
     assert single.mean() > 2 * viewed.mean() and np.median(single) > np.median(viewed)
