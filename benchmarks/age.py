@@ -35,9 +35,9 @@ Prints, for the shipped model (or ``--weights``):
 
 ``--validation W [W ...]`` prints only the table that chooses between candidate weights, one row
 each, without reading test: the val sets' MAE and coverage, the age-balanced MAE, the encoding
-spread, the gap between a face's reading and its mirror image's (on the same chips), clean val weighted toward in-the-wild faces (weights from ``--weights``' features, the
-same for every candidate) and the AFLW width ratio (``--wild`` photos, all faces and those read
-20-39).
+spread, the gap between a face's reading and its mirror image's (on the same chips), clean val
+weighted toward in-the-wild faces (weights from ``--weights``' features, the same for every
+candidate) and the AFLW width ratio (``--wild`` photos, all faces and those read 20-39).
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
 
 def _mirror_gap(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
     """Gap (years) between the predicted means of each of ``n`` evenly spaced chips and its mirror
-    image: a face reads its age, not its side; without a mirrored test-time view this gap doubles
-    (docs/models/age.md, "A third network")."""
+    image: a face reads its age, not its side; read without a mirrored test-time view the gap is
+    two to three times as large (docs/models/age.md, "A third network")."""
     sub = chips[:: max(1, len(chips) // n)][:n]
     a, b = ([o["mean"] for o in age.predict_crops(s)] for s in (sub, [c.transpose(Image.FLIP_LEFT_RIGHT) for c in sub]))
     return np.abs(np.array(a) - np.array(b))
@@ -243,7 +243,7 @@ def _weighted_bias(out: list[dict], true: list[float], weights: torch.Tensor) ->
 
 def validation(weights: list[str], data: str | None, device: str, n_spread: int, n_wild: int, reference: str) -> str:
     """The table that chooses between candidate models: val only (``VAL_SETS``, the age-balanced
-    MAE, the encoding spread) and, with ``n_wild`` AFLW photos, clean val weighted toward
+    MAE, the encoding spread, the mirror gap) and, with ``n_wild`` AFLW photos, clean val weighted toward
     in-the-wild faces (``toward_wild`` on the ``reference`` model's features, the same weights for
     every candidate) and the in-the-wild width ratio (``widen``: all faces, and those read 20-39),
     which a candidate must not lower (a model surer of in-the-wild faces relative to UTKFace's,
