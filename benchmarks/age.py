@@ -94,20 +94,28 @@ def _chips(rows) -> list[Image.Image]:
     return [Image.open(r.path).convert("RGB") for r in rows]
 
 
-def _spread(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
-    """Spread (max - min, years) of the predicted mean over ``ENCODINGS`` for ``n`` evenly spaced chips."""
-    sub = chips[:: max(1, len(chips) // n)][:n]
-    means = np.array([[o["mean"] for o in age.predict_crops([encode(c, e) for c in sub])] for e in ENCODINGS])
+def _evenly(chips: list[Image.Image], n: int) -> list[Image.Image]:
+    """``n`` evenly spaced chips (val's rows run by age)."""
+    return chips[:: max(1, len(chips) // n)][:n]
+
+
+def _encoding_means(age: AgePredictor, sub: list[Image.Image]) -> np.ndarray:
+    """(len(ENCODINGS), len(sub)) predicted means of each chip after each of ``ENCODINGS``; the
+    first, PNG, is lossless: the chips as they are."""
+    return np.array([[o["mean"] for o in age.predict_crops([encode(c, e) for c in sub])] for e in ENCODINGS])
+
+
+def _spread(means: np.ndarray) -> np.ndarray:
+    """Spread (max - min, years) of each chip's predicted mean over the encodings of ``_encoding_means``."""
     return means.max(0) - means.min(0)
 
 
-def _mirror_gap(age: AgePredictor, chips: list[Image.Image], n: int) -> np.ndarray:
-    """Gap (years) between the predicted means of each of ``n`` evenly spaced chips and its mirror
-    image: a face reads its age, not its side; read without a mirrored test-time view the gap is
-    two to three times as large (docs/models/age.md, "A third network")."""
-    sub = chips[:: max(1, len(chips) // n)][:n]
-    a, b = ([o["mean"] for o in age.predict_crops(s)] for s in (sub, [c.transpose(Image.FLIP_LEFT_RIGHT) for c in sub]))
-    return np.abs(np.array(a) - np.array(b))
+def _mirror_gap(age: AgePredictor, sub: list[Image.Image], as_is: np.ndarray) -> np.ndarray:
+    """Gap (years) between each chip's predicted mean ``as_is`` and its mirror image's: a face reads
+    its age, not its side; read without a mirrored test-time view the gap is two to three times
+    as large (docs/models/age.md, "A third network")."""
+    mirrored = [o["mean"] for o in age.predict_crops([c.transpose(Image.FLIP_LEFT_RIGHT) for c in sub])]
+    return np.abs(as_is - np.array(mirrored))
 
 
 def _small(chip: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -278,7 +286,9 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
               + (" val weighted toward the wild | AFLW width ratio all / 20-39 |" if n_wild else ""),
               "|---|---|" + "---|" * len(VAL_SETS) + "---|---|---|" + ("---|---|" if n_wild else "")]
     for w, age, row, bal, out in zip(weights, models, cells, balanced, clean):
-        spread, mirror = _spread(age, chips, n_spread), _mirror_gap(age, chips, n_spread)
+        sub = _evenly(chips, n_spread)
+        means = _encoding_means(age, sub)
+        spread, mirror = _spread(means), _mirror_gap(age, sub, means[0])
         line = (f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(row)
                 + f" | {bal[0]:.2f} / {bal[1]:.2f} | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f}"
                 + f" | {np.median(mirror):.2f} / {np.percentile(mirror, 90):.2f} |")
@@ -455,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name} | {h['temperature']} / {h['blur']} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
 
     if args.consistency:
-        spread = _spread(age, val_chips, args.consistency)
+        spread = _spread(_encoding_means(age, _evenly(val_chips, args.consistency)))
         print()
         print(f"Encoding consistency on {len(spread)} val chips ({', '.join(ENCODINGS)}): spread of the predicted mean, years")
         print()
