@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
+from dldl_core.crops import box_iou
 from dldl_core.data import data_root, read_camvid, read_pose
 from dldl_core.faces import Face, FaceDetector
 from dldl_core.paths import shipped_weights
 from dldl_core.pose import rotate_in_plane
 from dldl_core.predict import PosePredictor
-from dldl_core.tracking import box_iou
 
 
 def errors(out: list[dict], true: np.ndarray) -> np.ndarray:

@@ -79,6 +79,15 @@ def box_centre_size(box: list[float]) -> tuple[float, float, float]:
     return (x0 + x1) / 2, (y0 + y1) / 2, ((x1 - x0) + (y1 - y0)) / 2
 
 
+def box_iou(a: list[float], b: list[float]) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def box_square(box: list[float], framing: dict) -> tuple[tuple[float, float], float]:
     """Centre and side of the crop square for a face ``box``, placed as ``framing`` says.
 

@@ -26,12 +26,14 @@ def test_shipped_age_model_on_utkface_test(utkface_test, utkface_test_readouts):
 
 def test_a_tight_portrait_reads_as_its_chip(utkface_test, age_predictor):
     """A photo that is only the face (the chip itself): its aligned crop leaves the photo, and the border's colours
-    extended there read as the chip does (0.6 years apart at the median on these 30 faces; black there, 1.2, and 0.9 younger)."""
+    extended there read as the chip does (black there read 1.2 years apart at the median on these 30 faces, and 0.9
+    younger). Its landmarks are measured again on a grey-padded chip, as the template's were: 0.28 years apart at the
+    median, against 0.57 with the landmarks of one detection pass."""
     chips = [Image.open(r.path).convert("RGB") for r in utkface_test[::10]]
     pipe = FacePipeline(age_predictor)
     alone = [max(pipe.analyze(c), key=lambda f: f["score"])["age"]["mean"] for c in chips]
     diff = torch.tensor(alone) - torch.tensor([o["mean"] for o in age_predictor.predict_crops(chips)])
-    assert diff.abs().median() < 0.9 and abs(diff.mean()) < 0.5
+    assert diff.abs().median() < 0.45 and abs(diff.mean()) < 0.3
 
 
 def test_card_describes_the_shipped_model(age_predictor):

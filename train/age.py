@@ -24,15 +24,13 @@ from dldl_core.crops import aligned_crop
 from dldl_core.data import cached_array, data_root, decode_resized, image_cache, read_pose, read_utkface
 from dldl_core.degrade import degraded_copy, luma, random_degrade
 from dldl_core.distributions import bin_grid, density_weights, gaussian_1d, nearest_bin
-from dldl_core.faces import FaceDetector, chip_landmarks, measure_template
+from dldl_core.faces import CHIP_SIZE, FaceDetector, chip_landmarks, measure_template
 from dldl_core.images import resize_square
 from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation
 from dldl_core.transforms import batches, color_jitter, normalize, random_affine, random_erase
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
-
-CHIP_SIZE = 200  # UTKFace aligned chips are 200 x 200
 
 
 @dataclass
