@@ -93,7 +93,7 @@ class FaceDetector:
         scale = small.width / image.width
         faces = self._detect(small)
         for f in faces:
-            if refine and lacks_context(f.box, small.size):
+            if refine and lacks_context(f.box, small.size, round(self.pad * max(small.size))):
                 f.landmarks = self._chip_landmarks(small, f)
         return sorted([Face((np.asarray(f.box) / scale).tolist(), f.score, (np.asarray(f.landmarks) / scale).tolist()) for f in faces],
                       key=lambda f: f.box[0])
@@ -140,11 +140,13 @@ class FaceDetector:
         return needed
 
 
-def lacks_context(box: list[float], size: tuple[int, int]) -> bool:
-    """Whether the square of ``LANDMARK_CONTEXT`` box sides around a face's box leaves the photo of ``size``."""
+def lacks_context(box: list[float], size: tuple[int, int], margin: float = 0.0) -> bool:
+    """Whether the square of ``LANDMARK_CONTEXT`` box sides around a face's box leaves the photo of
+    ``size`` surrounded by ``margin`` pixels (the grey the detector adds): the template's chips were
+    seen with about 1.8 box sides of photo and grey."""
     cx, cy, side = box_centre_size(box)
     half = side * LANDMARK_CONTEXT / 2
-    return cx - half < 0 or cy - half < 0 or cx + half > size[0] or cy + half > size[1]
+    return min(cx - half, cy - half, size[0] - cx - half, size[1] - cy - half) < -margin
 
 
 def detect_padded(chip: np.ndarray, detector: FaceDetector, pad: float) -> Face | None:
