@@ -119,19 +119,20 @@ def test_a_face_filling_its_photo_gets_the_template_s_landmarks(utkface_test, de
     """A tight portrait (the chip alone as the photo) leaves MTCNN little context, and its landmarks
     then fall elsewhere than on the chips the age template was measured on (padded with grey: the
     tight path read val 0.1 years worse than the chips); measured again on a chip cut around the
-    box, they land about twice as close to the template's measurement (2.4 against 4.4 px at the
-    median on these 31 chips)."""
+    box, they land about twice as close to the template's measurement (2.4 against 4.2 px at the
+    median on these 30 chips)."""
     def gap(a: Face, b: Face) -> float:
         return float(np.linalg.norm(np.subtract(a.landmarks, b.landmarks), axis=1).mean())
 
     refined, one_pass = [], []
-    for r in utkface_test[::150]:
+    for r in utkface_test[::10]:
         chip = Image.open(r.path).convert("RGB")
         measured = detect_padded(np.asarray(chip), detector, 0.25)
-        assert lacks_context(measured.box, chip.size)
+        assert lacks_context(measured.box, chip.size, round(detector.pad * max(chip.size)))
         best = [max(detector.detect(chip, refine=refine), key=lambda f: f.score) for refine in (True, False)]
         assert best[0].box == best[1].box and best[0].score == best[1].score
-        refined.append(gap(best[0], measured)), one_pass.append(gap(best[1], measured))
+        refined.append(gap(best[0], measured))
+        one_pass.append(gap(best[1], measured))
     assert np.median(refined) < 3.0 < np.median(one_pass) and np.median(refined) < 0.7 * np.median(one_pass)
 
 
