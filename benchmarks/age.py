@@ -285,8 +285,8 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
     lines += ["| weights | T / blur | " + " | ".join(VAL_SETS) + " | age-balanced MAE clean / degraded | spread median / p90 | mirror gap median / p90 |"
               + (" val weighted toward the wild | AFLW width ratio all / 20-39 |" if n_wild else ""),
               "|---|---|" + "---|" * len(VAL_SETS) + "---|---|---|" + ("---|---|" if n_wild else "")]
+    sub = _evenly(chips, n_spread)
     for w, age, row, bal, out in zip(weights, models, cells, balanced, clean):
-        sub = _evenly(chips, n_spread)
         means = _encoding_means(age, sub)
         spread, mirror = _spread(means), _mirror_gap(age, sub, means[0])
         line = (f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(row)

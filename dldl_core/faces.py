@@ -93,16 +93,20 @@ class FaceDetector:
         scale = small.width / image.width
         faces = self._detect(small)
         for f in faces:
-            if refine and lacks_context(f.box, small.size, round(self.pad * max(small.size))):
+            if refine and lacks_context(f.box, small.size, self.margin(small.size)):
                 f.landmarks = self._chip_landmarks(small, f)
         return sorted([Face((np.asarray(f.box) / scale).tolist(), f.score, (np.asarray(f.landmarks) / scale).tolist()) for f in faces],
                       key=lambda f: f.box[0])
+
+    def margin(self, size: tuple[int, int]) -> int:
+        """The grey border (pixels) a pass adds around a photo of ``size``: ``pad`` of its longer side."""
+        return round(self.pad * max(size))
 
     def _detect(self, image: Image.Image) -> list[Face]:
         """One MTCNN pass over ``image`` padded with grey (``pad``), the score filter applied; in its pixels."""
         if min(image.size) < 12:
             return []
-        p = round(self.pad * max(image.size))
+        p = self.margin(image.size)
         canvas = ImageOps.expand(image, p, fill=(128, 128, 128)) if p else image
         with torch.inference_mode():
             boxes, probs, points = self.mtcnn.detect(canvas, landmarks=True)

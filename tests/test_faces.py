@@ -87,7 +87,7 @@ def test_large_faces_pass_at_a_lower_score_and_padding_maps_back(detector, monke
     ``large_threshold`` (MTCNN scores turned heads low; its false faces are small); boxes found on the
     padded canvas come back in the image's own pixels."""
     image = Image.new("RGB", (400, 300))
-    pad = round(detector.pad * 400)
+    pad = detector.margin((400, 300))
     boxes = np.array([[10, 10, 40, 40], [100, 100, 200, 200], [250, 50, 270, 70]], float) + pad
     probs = np.array([0.93, 0.85, 0.97])
     points = np.zeros((3, 5, 2)) + pad
@@ -107,7 +107,7 @@ def test_closeup_faces_whole_in_the_photo_pass_at_a_lower_score(detector, monkey
     """A box spanning ``closeup_side`` of the shorter side and lying whole in the photo needs only
     ``closeup_threshold``; the same box cut by the border, or a smaller one, needs the usual score."""
     image = Image.new("RGB", (400, 300))
-    pad = round(detector.pad * 400)
+    pad = detector.margin((400, 300))
     boxes = np.array([[150, 100, 260, 210], [-40, 100, 70, 210], [300, 200, 370, 270]], float) + pad
     probs = np.array([0.65, 0.65, 0.65])
     monkeypatch.setattr(detector.mtcnn, "detect", lambda canvas, landmarks=True: (boxes, probs, np.zeros((3, 5, 2))))
@@ -128,7 +128,7 @@ def test_a_face_filling_its_photo_gets_the_template_s_landmarks(utkface_test, de
     for r in utkface_test[::10]:
         chip = Image.open(r.path).convert("RGB")
         measured = detect_padded(np.asarray(chip), detector, 0.25)
-        assert lacks_context(measured.box, chip.size, round(detector.pad * max(chip.size)))
+        assert lacks_context(measured.box, chip.size, detector.margin(chip.size))
         best = [max(detector.detect(chip, refine=refine), key=lambda f: f.score) for refine in (True, False)]
         assert best[0].box == best[1].box and best[0].score == best[1].score
         refined.append(gap(best[0], measured))
