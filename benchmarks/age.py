@@ -9,8 +9,9 @@ Prints, for the shipped model (or ``--weights``):
   1/2 each grayscale, a 2-4x downscale, a blur; seeded), next to clean val, grayscale val,
   sharpened val (Pillow's unsharp mask, seeded), small faces (40 px and enlarged back), relit
   val (overexposed, dark, lit from one side or low contrast; seeded), smoothed val (skin
-  smoothed with its edges kept, as beauty filters and makeup do; seeded) and scanned val (an old
-  print: toned toward sepia, faded, film grain; seeded);
+  smoothed with its edges kept, as beauty filters and makeup do; seeded), scanned val (an old
+  print: toned toward sepia, faded, film grain; seeded) and framed val (flat strips along the
+  chip's sides, as a plain backdrop or a padded photo puts them at a crop's edge; seeded);
 - the age-balanced MAE: the mean of the MAEs of nine age groups (0-2, 3-9, 10-19, ..., 60-69,
   70+; like one of the in-the-wild collections) weighed alike, on test and on each val set:
   UTKFace's crowded twenties hide errors on the old and the young that a balanced set shows;
@@ -56,7 +57,7 @@ from PIL import Image
 
 from benchmarks.timing import machine, per_face_ms
 from dldl_core.data import read_pose, read_utkface
-from dldl_core.degrade import ENCODINGS, degraded_copy, encode, relit_copy, scanned_copy, sharpened_copy, smoothed_copy
+from dldl_core.degrade import ENCODINGS, degraded_copy, encode, framed_copy, relit_copy, scanned_copy, sharpened_copy, smoothed_copy
 from dldl_core.examples import example_photos
 from dldl_core.faces import Face, FaceDetector
 from dldl_core.metrics import auroc, balanced_mae, cumulative_score, interval_coverage, mae
@@ -136,6 +137,7 @@ VAL_SETS = {
     "relit (seeded)": relit_copy,
     "smoothed (seeded)": smoothed_copy,
     "scanned print (seeded)": scanned_copy,
+    "framed (flat borders, seeded)": framed_copy,
 }
 
 
@@ -146,8 +148,10 @@ def _val_sets(chips: list[Image.Image]) -> Iterator[tuple[str, list[Image.Image]
     enlarged back, as a face across a family photo is cut (smaller than the degraded copy's 2-4x
     downscale), a seeded relit copy (a flash's overexposure, a dark room, light from one side, a
     faded print: UTKFace's chips are evenly lit), a seeded smoothed copy (skin smoothed with its
-    edges kept, as phones' noise reduction, beauty filters and makeup do) and a seeded copy as an
-    old print, scanned (toned toward sepia, faded, film grain: family albums)."""
+    edges kept, as phones' noise reduction, beauty filters and makeup do), a seeded copy as an
+    old print, scanned (toned toward sepia, faded, film grain: family albums) and a seeded framed
+    copy (strips of 1-5% of the side along one to four sides in one flat colour: the model read such
+    a frame of 4 px in 200 as a year of youth)."""
     rng = np.random.default_rng(0)
     for name, make in VAL_SETS.items():
         yield name, chips if make is None else [make(c, rng) for c in chips]

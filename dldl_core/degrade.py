@@ -337,3 +337,21 @@ def scanned_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     a = np.clip(a + (std * (grain - grain.mean()) / grain.std())[..., None], 0, 1)
     image = _image(a).filter(ImageFilter.GaussianBlur(0.6))
     return encode(image, f"jpeg{int(rng.integers(70, 91))}")
+
+
+def framed_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One seeded copy of a face chip with flat borders: strips of 1-5% of its side along one to four
+    of its sides (each side with probability 1/2, at least one) in one colour, black, mid grey,
+    white or the chip's mean colour, as a plain backdrop or a padded photo puts at a crop's edge.
+    Made with numpy, not with ``transforms.random_frame``, so that the benchmark's set is not the
+    training draw."""
+    a = np.asarray(image.convert("RGB")).copy()
+    h, w = a.shape[:2]
+    sides = rng.random(4) < 0.5
+    sides[rng.integers(4)] = True
+    top, bottom, left, right = (int(rng.uniform(0.01, 0.05) * (h if i < 2 else w) + 0.5) * bool(sides[i]) for i in range(4))
+    colour = [np.zeros(3), np.full(3, 128), np.full(3, 255), a.reshape(-1, 3).mean(0)][int(rng.integers(4))]
+    mask = np.zeros((h, w), bool)
+    mask[:top], mask[h - bottom :], mask[:, :left], mask[:, w - right :] = True, True, True, True
+    a[mask] = np.round(colour).astype(np.uint8)
+    return Image.fromarray(a)

@@ -87,6 +87,34 @@ def random_erase(x: torch.Tensor, p: float, area: tuple[float, float] = (0.02, 0
     return torch.where(inside[:, None], colour, x)
 
 
+def random_frame(x: torch.Tensor, p: float, width: tuple[float, float] = (0.01, 0.12)) -> torch.Tensor:
+    """Flat borders for a float batch (N, C, H, W) in 0..1: each image, with probability ``p``, has
+    strips of ``width`` (a fraction of its side, drawn per side) along one to four of its sides
+    replaced, half the time by one random colour (a plain backdrop, a padded photo's black) and
+    otherwise by the strip's inner edge repeated outward (``crops.warp(edge=True)`` at a photo's
+    border). The training chips' shifts are filled by reflection, and a frame of 4 px in 200,
+    flat, read faces a year younger (docs/models/age.md)."""
+    n, c, h, w = x.shape
+    dev = x.device
+    hit = torch.rand(n, device=dev) < p
+    sides = torch.rand(n, 4, device=dev) < 0.5
+    sides[torch.arange(n, device=dev), torch.randint(0, 4, (n,), device=dev)] = True  # at least one side
+    frac = torch.empty(n, 4, device=dev).uniform_(*width) * (sides & hit[:, None])
+    top, bottom = (frac[:, 0] * h).round().long(), (frac[:, 1] * h).round().long()
+    left, right = (frac[:, 2] * w).round().long(), (frac[:, 3] * w).round().long()
+    ys = torch.arange(h, device=dev)[None, :]
+    xs = torch.arange(w, device=dev)[None, :]
+    src_y = torch.minimum(torch.maximum(ys, top[:, None]), (h - 1 - bottom)[:, None])  # (N, H)
+    src_x = torch.minimum(torch.maximum(xs, left[:, None]), (w - 1 - right)[:, None])  # (N, W)
+    rows = torch.gather(x, 2, src_y[:, None, :, None].expand(n, c, h, w))
+    edge = torch.gather(rows, 3, src_x[:, None, None, :].expand(n, c, h, w))
+    outside = (src_y != ys)[:, :, None] | (src_x != xs)[:, None, :]  # (N, H, W)
+    flat = torch.rand(n, device=dev) < 0.5
+    colour = torch.rand(n, c, 1, 1, device=dev, dtype=x.dtype).expand(n, c, h, w)
+    fill = torch.where(flat[:, None, None, None], colour, edge)
+    return torch.where(outside[:, None], fill, x)
+
+
 def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2) -> torch.Tensor:
     """Random brightness and contrast on a normalised batch, one draw per image."""
     n = x.shape[0]

@@ -13,6 +13,7 @@ from dldl_core.degrade import (
     bilateral,
     degraded_copy,
     encode,
+    framed_copy,
     gaussian_blur,
     jpeg,
     random_degrade,
@@ -181,6 +182,14 @@ def test_encodings_and_degraded_copies(photo):
     o1, o2 = (np.asarray(scanned_copy(photo, np.random.default_rng(3))).astype(float) for _ in range(2))
     assert np.array_equal(o1, o2)
     assert o1[..., 0].mean() > o1[..., 2].mean() + 10 and np.percentile(o1, 2) > np.percentile(np.asarray(photo), 2)  # toned, blacks lifted
+    f1, f2 = (np.asarray(framed_copy(photo, np.random.default_rng(3))) for _ in range(2))
+    assert np.array_equal(f1, f2)
+    for k in range(12):  # strips of at most 5% of a side in one colour, the rest as it was
+        framed, original = np.asarray(framed_copy(photo, np.random.default_rng(k))), np.asarray(photo)
+        changed = (framed != original).any(-1)
+        h, w = changed.shape
+        assert changed.any() and not changed[h // 20 + 1 : -(h // 20 + 1), w // 20 + 1 : -(w // 20 + 1)].any()
+        assert len(np.unique(framed[changed], axis=0)) == 1
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(photo, "gif")
 
@@ -199,3 +208,28 @@ def test_random_erase_paints_one_rectangle_of_one_colour_and_leaves_the_rest():
         assert (box == box[:, :1, :1]).all()  # one solid rectangle: everything inside its bounds is painted
         assert 0.03 <= box[0].numel() / mask.numel() <= 0.22
     assert 0.1 < random_erase(x, 0.5).ne(x).any(1).flatten(1).any(1).float().mean() < 0.9
+
+
+def test_random_frame_replaces_strips_along_the_sides_and_keeps_the_middle():
+    from dldl_core.transforms import random_frame
+
+    torch.manual_seed(0)
+    x = torch.rand(200, 3, 50, 50)
+    assert torch.equal(random_frame(x, 0.0), x)
+    y = random_frame(x, 1.0, width=(0.04, 0.12))
+    changed = (y != x).any(1)  # (N, H, W)
+    assert changed.flatten(1).any(1).all()  # every face framed
+    assert not changed[:, 6:-6, 6:-6].any()  # at most 12% of a side: the middle is untouched
+    flat = edge = 0
+    for img, old, mask in zip(y, x, changed):
+        rows, cols = mask.all(1), mask.all(0)  # the strips run the whole side
+        assert (mask == rows[:, None] | cols[None, :]).all()
+        colours = img[:, mask].unique(dim=1)
+        if colours.shape[1] == 1:
+            flat += 1  # one colour
+        else:  # the inner edge repeated: each changed pixel is a copy of an unchanged one in its row or column
+            edge += 1
+            top = int(rows[:25].sum())
+            if top:
+                assert torch.equal(img[:, :top, 25], old[:, top, 25][:, None].expand(-1, top))
+    assert 60 < flat < 140 and 60 < edge < 140

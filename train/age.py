@@ -29,7 +29,7 @@ from dldl_core.images import resize_square
 from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation
-from dldl_core.transforms import batches, color_jitter, normalize, random_affine, random_erase
+from dldl_core.transforms import batches, color_jitter, normalize, random_affine, random_erase, random_frame
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 
@@ -64,6 +64,9 @@ class AgeConfig(TrainConfig):
                                     "(the face framed as two detections would frame it) instead of sharing one")
     erase: float = opt(0.0, "random erasing: the probability that a training face gets a rectangle of 2-20% of its area "
                        "painted in one colour (an occluder); with consistency each view of a pair is erased on its own; 0 = off")
+    frame: float = opt(0.0, "flat borders: the probability that a training face has strips of 1-12% of its side along one to "
+                       "four sides made one colour or its edge repeated (plain backdrops, padded photos, crops that leave "
+                       "the photo); with consistency each view of a pair is framed on its own; 0 = off")
     mixup: float = opt(0.0, "mixup: blend each face with another of the batch by a weight drawn from Beta(a, a) and train on "
                        "the same blend of their label distributions; a = this value (0.2 is gentle), 0 = off")
     balance: float = opt(0.0, "weigh each face's loss by the density of its age among the training faces (smoothed by a "
@@ -187,6 +190,8 @@ class AgeTask(Task):
             x, labels = torch.cat([x[::2], second]), labels[::2].repeat(2)
         if c.erase > 0:
             x = random_erase(x, c.erase)
+        if c.frame > 0:
+            x = random_frame(x, c.frame)
         if c.degrade > 0:
             x = random_degrade(x, c.degrade, c.sharpen, c.lighting, c.smooth, c.scan)
         if c.consistency > 0 and c.consistency_gray > 0:
