@@ -150,8 +150,8 @@ def _val_sets(chips: list[Image.Image]) -> Iterator[tuple[str, list[Image.Image]
     faded print: UTKFace's chips are evenly lit), a seeded smoothed copy (skin smoothed with its
     edges kept, as phones' noise reduction, beauty filters and makeup do), a seeded copy as an
     old print, scanned (toned toward sepia, faded, film grain: family albums) and a seeded framed
-    copy (strips of 1-5% of the side along one to four sides in one flat colour: the model read such
-    a frame of 4 px in 200 as a year of youth)."""
+    copy (strips of 1-5% of the side along one to four sides in one flat colour: such a frame of 4 px
+    in 200 read val a year younger, the middle-aged two years, children older)."""
     rng = np.random.default_rng(0)
     for name, make in VAL_SETS.items():
         yield name, chips if make is None else [make(c, rng) for c in chips]

@@ -92,8 +92,8 @@ def random_frame(x: torch.Tensor, p: float, width: tuple[float, float] = (0.01, 
     strips of ``width`` (a fraction of its side, drawn per side) along one to four of its sides
     replaced, half the time by one random colour (a plain backdrop, a padded photo's black) and
     otherwise by the strip's inner edge repeated outward (``crops.warp(edge=True)`` at a photo's
-    border). The training chips' shifts are filled by reflection, and a frame of 4 px in 200,
-    flat, read faces a year younger (docs/models/age.md)."""
+    border). The training chips' shifts are filled by reflection, and a flat frame of 4 px in 200
+    read val a year younger, toward the middle of the ages (docs/models/age.md)."""
     n, c, h, w = x.shape
     dev = x.device
     hit = torch.rand(n, device=dev) < p
