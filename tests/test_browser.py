@@ -42,7 +42,8 @@ def test_upload_and_see_results(tmp_path, app_url):
         browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(app_url, wait_until="load")
-        page.locator("input[type=file]").first.set_input_files(str(example_photos()["astronaut"]))
+        # grayscale, the head turned 55 degrees: the README's screenshot, with the novelty flag shown
+        page.locator("input[type=file]").first.set_input_files(str(example_photos()["cameraman (grayscale)"]))
         page.get_by_text("1 face found").wait_for(timeout=120_000)
         _shown(page, "#annotated img")
         for plot in ("#age-chart img", "#pose-chart img"):
