@@ -14,7 +14,7 @@ from dldl_core.data import decode_resized
 from dldl_core.faces import FaceDetector, detect_padded
 from dldl_core.paths import data_root, shipped_weights
 from dldl_core.predict import AgePredictor, MultiLabelPredictor
-from dldl_core.readouts import expectation
+from dldl_core.readouts import expectation, std
 from dldl_core.seg import CAMVID_CLASSES
 from train.age import AgeConfig, AgeTask
 from train.engine import command, fit, parse_config
@@ -146,7 +146,8 @@ def _needs(path: str) -> None:
 def test_a_teachers_in_the_wild_faces_join_the_training_set(tmp_path, utkface_test):
     """--teacher adds AFLW faces, aligned like UTKFace's chips, each with the teacher's distribution."""
     _needs("pose/aflw/labels.csv")
-    config = parse_config(AgeConfig, ["--limit", "24", "--image-size", "64", "--cache-dir", str(tmp_path), "--teacher", str(shipped_weights("age"))])
+    config_args = ["--limit", "24", "--image-size", "64", "--cache-dir", str(tmp_path), "--teacher", str(shipped_weights("age"))]
+    config = parse_config(AgeConfig, config_args)
     task = AgeTask(config)
     images, labels = task.load_split("train", config.limit)
     wild = labels < 0
@@ -161,6 +162,10 @@ def test_a_teachers_in_the_wild_faces_join_the_training_set(tmp_path, utkface_te
     assert len(offsets) >= 5 and np.median(offsets) < 0.03
     # and each is learned as the distribution the teacher reads from it (at 64 px here: roughly)
     assert (expectation(teacher.probs(crops), teacher.bins) - expectation(task.taught[:6], teacher.bins)).abs().max() < 6
+    # --teacher-temperature 1 reads them untempered: wider than at the teacher's own temperature (below 1)
+    untempered = AgeTask(parse_config(AgeConfig, config_args + ["--teacher-temperature", "1"]))
+    untempered.load_split("train", config.limit)
+    assert teacher.temperature < 1 and (std(untempered.taught, teacher.bins) > std(task.taught, teacher.bins)).all()
 
 
 def test_tiny_pose_run(tmp_path):

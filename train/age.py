@@ -75,6 +75,9 @@ class AgeConfig(TrainConfig):
     teacher: str = opt("", "age weights (.safetensors) that label in-the-wild faces without ages for training: AFLW's train "
                        "faces (pose/aflw), aligned like the chips, each learned as the teacher's distribution of it "
                        "(noisy-student self-training: the student sees them degraded); '' = none")
+    teacher_temperature: float = opt(0.0, "with teacher: the temperature its distributions are read at; 0 = the teacher's "
+                                     "own calibrated one (which narrows them once before the student's temperature narrows "
+                                     "them again), 1 = its untempered output")
     teacher_max_yaw: float = opt(45.0, "with teacher: leave out AFLW faces turned further than this (degrees of yaw, AFLW's label)")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
@@ -143,6 +146,8 @@ class AgeTask(Task):
         landmarks = cached_array("landmarks_aflw", "\n".join(map(str, paths)), lambda: chip_landmarks(paths), c.cache_dir)
         found = [i for i in range(len(rows)) if np.isfinite(landmarks[i]).all()]
         teacher = AgePredictor(c.teacher, c.device)
+        if c.teacher_temperature > 0:
+            teacher.temperature = c.teacher_temperature
         if len(teacher.bins) != len(self.bins):
             raise SystemExit(f"the teacher {c.teacher} reads {len(teacher.bins)} age bins, this model {len(self.bins)}")
 
@@ -154,7 +159,7 @@ class AgeTask(Task):
         crops = cached_array(f"images_aflw_{teacher.crop_size}", desc, lambda: np.stack([np.asarray(align(i)) for i in found]), c.cache_dir)
         with open(c.teacher, "rb") as f:
             teacher_key = hashlib.sha1(f.read()).hexdigest()
-        taught = cached_array("teacher_age", desc + teacher_key,
+        taught = cached_array("teacher_age", desc + teacher_key + f"|T{teacher.temperature}",
                               lambda: teacher.probs([Image.fromarray(np.asarray(x)) for x in crops]).numpy(), c.cache_dir)
         images = np.stack([np.asarray(resize_square(Image.fromarray(np.asarray(x)), c.image_size)) for x in crops])
         return images, torch.from_numpy(np.array(taught, dtype=np.float32))
@@ -313,7 +318,8 @@ class AgeTask(Task):
                 "root": str(data_root(c.data)),
                 "train": "split == train" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
                 + (f"; and {len(self.taught)} AFLW train faces (pose/aflw, |yaw| <= {c.teacher_max_yaw}) without ages, each "
-                   f"learned as the distribution {c.teacher} gives it" if c.teacher else ""),
+                   f"learned as the distribution {c.teacher} gives it"
+                   + (f" at temperature {c.teacher_temperature}" if c.teacher_temperature > 0 else "") if c.teacher else ""),
                 "select": "split == val" + (f", race != {c.hold_out_race}" if c.hold_out_race >= 0 else "")
                 + " (best epoch by MAE; temperature by NLL on " + c.calibrate_on
                 + (f", its interval covering {c.coverage_band} of each" if c.coverage_band else "") + ")",
