@@ -112,6 +112,8 @@ class AgeTask(Task):
             raise SystemExit("choose --mixup or --consistency: mixing would break the consistency term's pairs of views")
         if config.teacher and (config.mixup > 0 or config.balance > 0):
             raise SystemExit("--teacher's faces have distributions, not ages: it does not combine with --mixup or --balance")
+        if config.teacher_temperature < 0:
+            raise SystemExit(f"--teacher-temperature must be positive (or 0 for the teacher's own), got {config.teacher_temperature}")
         self.config = config
         self.band = _coverage_band(config.coverage_band)
         self.bins = bin_grid(0, config.age_max, 1)
