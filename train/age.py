@@ -76,8 +76,7 @@ class AgeConfig(TrainConfig):
                        "faces (pose/aflw), aligned like the chips, each learned as the teacher's distribution of it "
                        "(noisy-student self-training: the student sees them degraded); '' = none")
     teacher_temperature: float = opt(0.0, "with teacher: the temperature its distributions are read at; 0 = the teacher's "
-                                     "own calibrated one (which narrows them once before the student's temperature narrows "
-                                     "them again), 1 = its untempered output")
+                                     "own calibrated one, 1 = its untempered output (wider where that temperature is below 1)")
     teacher_max_yaw: float = opt(45.0, "with teacher: leave out AFLW faces turned further than this (degrees of yaw, AFLW's label)")
     hold_out_race: int = opt(-1, "leave this UTKFace race group (0-4) out of train and val, for out-of-domain validation; -1 = none")
     calibrate_on: str = opt("val+degraded", "the temperature's fitting set: val, or val plus a degraded copy of it", ("val", "val+degraded"))
