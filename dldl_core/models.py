@@ -114,9 +114,14 @@ def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
     ``{"backbone", "heads", "dropout"}`` is a ``DistributionNet``; with ``"architecture":
     "segmentation"`` it is a ``SegmentationNet`` whose ``heads`` are ``{"classes": {"classes": C,
     "width": W}}``; with ``"architecture": "ensemble"`` it is an ``EnsembleNet`` of the networks
-    its ``members`` (a list of such sections) describe, all with its ``heads``.
+    its ``members`` (a list of such sections) describe, all with its ``heads``; ``"dlib_age"`` is
+    dlib's age network read as an age ensemble's member (``dldl_core.dlib_age``).
     """
     architecture = spec.get("architecture", "distribution")
+    if architecture == "dlib_age":
+        from .dlib_age import DlibAgeNet
+
+        return DlibAgeNet(int(spec["heads"]["age"]), spec["input_mean"], spec["input_std"], float(spec["sigma"]), float(spec["weight"]))
     if architecture == "ensemble":
         if any(m.get("heads") != spec["heads"] for m in spec["members"]):
             raise ValueError("an ensemble's members must all have the ensemble's heads")

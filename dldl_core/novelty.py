@@ -30,12 +30,15 @@ TENSORS = ("mean", "proj", "bank", "scale")
 
 
 def backbones(model: Any) -> list[nn.Module]:
-    """The backbone of each member of an ensemble, or of a single network; for an exported model
-    (``export.OnnxModel``) its stand-ins, none where the export has no features."""
+    """The backbone of each trained network of a model, an ensemble's (nested ones too) in member
+    order; for an exported model (``export.OnnxModel``) its stand-ins, none where the export has no
+    features. A member without a backbone of ours (``dlib_age.DlibAgeNet``) has no features here:
+    the bank describes the faces the trained networks were trained on."""
     if not isinstance(model, nn.Module):
         return list(getattr(model, "backbones", []))
-    members = getattr(model, "members", [model])
-    return [m.backbone for m in members]
+    if hasattr(model, "members"):
+        return [b for m in model.members for b in backbones(m)]
+    return [model.backbone] if hasattr(model, "backbone") else []
 
 
 @contextmanager

