@@ -16,6 +16,7 @@ from dldl_core.models import build_model
 from dldl_core.novelty import backbones
 from dldl_core.readouts import expectation, std
 from dldl_core.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tests.conftest import AGE_WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +35,14 @@ def test_the_member_reads_faces_as_dlibs_own_network_does(dlib_onnx, utkface_tes
     import onnxruntime as ort
 
     from train.dlib_age import main
+    from train.engine import _init_provenance
 
     out = tmp_path / "dlib.safetensors"
     main(["--onnx", str(dlib_onnx), "--out", str(out), "--sigma", "3", "--weight", "0.1"])
     member, card = load_checkpoint(out)
     assert card.model["architecture"] == "dlib_age" and "CC0" in card.training["source"]
+    # a model pooled with it names its source and licence in its own card's provenance
+    assert "CC0" in _init_provenance(f"{AGE_WEIGHTS},{out}", True, -1)["ensemble"][1]["source"]
     chips = np.stack([np.asarray(Image.open(r.path).convert("RGB").resize((CHIP, CHIP), Image.BILINEAR)) for r in utkface_test[::10]])
     session = ort.InferenceSession(str(dlib_onnx), providers=["CPUExecutionProvider"])
     theirs = session.run(None, {"images": ((chips - np.float32(MEANS)) / 256).astype(np.float32).transpose(0, 3, 1, 2)})[0]

@@ -326,7 +326,7 @@ def _init_cards(init: str) -> tuple[ModelCard, ...]:
 def _init_provenance(init: str, ensemble: bool, member: int) -> dict[str, Any]:
     """What ``--init`` started from, as its cards say (every saved card repeats it, as that file may be replaced later)."""
     starts = [{"weights": path, "command": card.training["command"], "date": card.training["date"],
-               **({"init": card.training["init"]} if "init" in card.training else {})}
+               **{k: card.training[k] for k in ("init", "source") if k in card.training}}
               for path, card in zip(_init_paths(init), _init_cards(init))]
     if member >= 0:  # --init-member takes one --init
         starts[0]["member"] = member
