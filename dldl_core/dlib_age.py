@@ -111,5 +111,7 @@ def state_from_onnx(path: str | Path) -> dict[str, torch.Tensor]:
     for name, node in zip(aff_names, affines):
         state[f"{name}.scale"] = init[node.input[1]]
         state[f"{name}.offset"] = init[adds[node.output[0]].input[1]]
-    state["fc.weight"], state["fc.bias"] = init[gemm.input[1]].T.contiguous(), init[gemm.input[2]]
+    trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
+    weight = init[gemm.input[1]]
+    state["fc.weight"], state["fc.bias"] = (weight if trans_b else weight.T).contiguous(), init[gemm.input[2]]
     return state

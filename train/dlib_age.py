@@ -16,7 +16,7 @@ import hashlib
 import shlex
 import sys
 
-from dldl_core.checkpoint import read_card, save_checkpoint
+from dldl_core.checkpoint import WeightsError, read_card, save_checkpoint
 from dldl_core.dlib_age import DlibAgeNet, state_from_onnx
 from dldl_core.paths import shipped_weights
 
@@ -30,9 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sigma", type=float, default=2.0, help="years of the Gaussian that widens its distribution")
     p.add_argument("--weight", type=float, default=0.1, help="its log-distribution's weight in a pool of two")
     args = p.parse_args(argv)
-    like = read_card(args.like or shipped_weights("age"))
+    like_path = args.like or shipped_weights("age")
+    try:
+        like = read_card(like_path)
+    except WeightsError as exc:
+        raise SystemExit(f"--like: {exc}") from exc
     if like.input is None or "age" not in like.bins:
-        raise SystemExit(f"--like {args.like} is not an age model")
+        raise SystemExit(f"--like {like_path} is not an age model")
     bins = len(like.bins["age"].grid())
     model = {"architecture": "dlib_age", "heads": {"age": bins}, "input_mean": like.input.mean,
              "input_std": like.input.std, "sigma": args.sigma, "weight": args.weight}
