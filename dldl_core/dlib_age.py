@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributions import gaussian_1d
+
 AGES = 81  # the network's classes: ages 0..80
 CHIP = 64
 MEANS = (122.781998, 117.000999, 104.297997)  # the network's input means (0-255 RGB); it divides by 256
@@ -76,9 +78,8 @@ class DlibAgeNet(nn.Module):
         shift = (torch.tensor(mean) * 255 - torch.tensor(MEANS)) / 256
         self.register_buffer("in_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("in_shift", shift.view(1, 3, 1, 1), persistent=False)
-        ages, out = torch.arange(AGES, dtype=torch.float32), torch.arange(bins, dtype=torch.float32)
-        k = torch.exp(-0.5 * ((out[:, None] - ages[None, :]) / sigma) ** 2)
-        self.register_buffer("widen", k / k.sum(0, keepdim=True), persistent=False)  # (bins, 81), columns sum to 1
+        # (bins, 81): column a is the Gaussian over the ensemble's bins around age a
+        self.register_buffer("widen", gaussian_1d(torch.arange(AGES), torch.arange(bins), sigma).T.contiguous(), persistent=False)
         self._register_state_dict_hook(_stored_half)
 
 
