@@ -8,6 +8,12 @@ that chip. Its distribution is widened by a Gaussian (the network is over-confid
 interval covers 0.38 of UTKFace's val ages, 7.4 years wide) and enters the pool as ``weight`` times its log:
 an ensemble's logits are its members' mean, so in a pool of two (the trained networks, and this)
 ``weight`` is its weight against theirs.
+
+A posterior carries its training photos' prior over the ages, and dlib's photos were not UTKFace's:
+its prior is concentrated between 20 and 30, and pooled, it pulls the old toward the middle (it reads
+val's over-60s 8 years too young). With ``likelihood`` the member subtracts that prior
+(``estimate_log_prior``, from UTKFace's training faces) and adds only its likelihood of each age,
+so that the pool's prior is the trained networks' alone.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import gaussian_1d
+from .distributions import gaussian_1d, nearest_bin
 
 AGES = 81  # the network's classes: ages 0..80
 CHIP = 64
@@ -65,7 +71,8 @@ class DlibAgeNet(nn.Module):
     over ``bins`` ages (0..bins-1): ``weight`` times the log of its distribution widened by a Gaussian
     of ``sigma`` years (ages over 80, which it never reads, get only the floor)."""
 
-    def __init__(self, bins: int, mean: Sequence[float], std: Sequence[float], sigma: float, weight: float):
+    def __init__(self, bins: int, mean: Sequence[float], std: Sequence[float], sigma: float, weight: float,
+                 likelihood: bool = False):
         super().__init__()
         self.weight = weight
         self.stem = nn.Conv2d(3, 64, 7, stride=2)
@@ -80,8 +87,9 @@ class DlibAgeNet(nn.Module):
         self.register_buffer("in_shift", shift.view(1, 3, 1, 1), persistent=False)
         # (bins, 81): column a is the Gaussian over the ensemble's bins around age a
         self.register_buffer("widen", gaussian_1d(torch.arange(AGES), torch.arange(bins), sigma).T.contiguous(), persistent=False)
+        # (bins,) dlib's log prior over the ages, subtracted from its log-distribution (``likelihood``)
+        self.register_buffer("log_prior", torch.zeros(bins) if likelihood else None)
         self._register_state_dict_hook(_stored_half)
-
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.shape[-1] != CHIP:
@@ -89,7 +97,39 @@ class DlibAgeNet(nn.Module):
         x = x * self.in_scale + self.in_shift
         x = F.max_pool2d(torch.relu(self.stem_aff(self.stem(x))), 3, 2)
         p = torch.softmax(self.fc(self.blocks(x).mean((2, 3))), dim=1) @ self.widen.T
-        return {"age": self.weight * torch.log(p * (1 - 1e-3) + 1e-3 / p.shape[1])}
+        log_p = torch.log(p * (1 - 1e-3) + 1e-3 / p.shape[1])
+        return {"age": self.weight * (log_p if self.log_prior is None else log_p - self.log_prior)}
+
+
+def estimate_log_prior(log_probs: torch.Tensor, ages: torch.Tensor, bins: torch.Tensor, every: float = 5.0) -> torch.Tensor:
+    """(bins,) the log prior over the ages behind a network's log-distributions ``log_probs`` (N, bins)
+    of faces whose true ``ages`` are known, relative to those ages' own (each spread by a Gaussian of
+    2 years, as ``distributions.density_weights`` spreads them), mean 0.
+
+    The per-age offsets ``b`` that make ``log_probs + b`` the best posterior for these faces (least
+    NLL) are the ratio of these faces' prior to the network's, so its own is theirs divided by
+    ``exp(b)``. ``b`` is a sum of Gaussian bumps ``every`` years apart and as wide: smooth across
+    neighbouring ages, which share their evidence, and quick to fit (a penalty on its roughness
+    instead leaves the fit ill-conditioned: it stops far from the optimum).
+    """
+    target = nearest_bin(ages, bins)
+    centres = torch.arange(float(bins[0]), float(bins[-1]) + every, every)
+    basis = torch.exp(-0.5 * ((bins[:, None].float() - centres[None]) / every) ** 2)
+    weights = torch.zeros(len(centres), requires_grad=True)
+    fit = torch.optim.LBFGS([weights], max_iter=500, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        fit.zero_grad()
+        offsets = basis @ weights
+        loss = F.cross_entropy(log_probs + offsets, target) + offsets.mean() ** 2  # the mean is free
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        fit.step(objective)
+    theirs = gaussian_1d(ages, bins, 2.0).sum(0)
+    log_prior = torch.log(theirs / theirs.sum() + 1e-5) - (basis @ weights).detach()
+    return log_prior - log_prior.mean()
 
 
 def _stored_half(module: nn.Module, state: dict[str, torch.Tensor], prefix: str, _meta: object) -> None:

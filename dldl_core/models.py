@@ -121,7 +121,8 @@ def build_model(spec: dict, pretrained: bool = False) -> nn.Module:
     if architecture == "dlib_age":
         from .dlib_age import DlibAgeNet
 
-        return DlibAgeNet(int(spec["heads"]["age"]), spec["input_mean"], spec["input_std"], float(spec["sigma"]), float(spec["weight"]))
+        return DlibAgeNet(int(spec["heads"]["age"]), spec["input_mean"], spec["input_std"], float(spec["sigma"]),
+                          float(spec["weight"]), bool(spec.get("likelihood", False)))
     if architecture == "ensemble":
         if any(m.get("heads") != spec["heads"] for m in spec["members"]):
             raise ValueError("an ensemble's members must all have the ensemble's heads")

