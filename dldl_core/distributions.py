@@ -43,13 +43,19 @@ def nearest_bin(labels: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return (labels.reshape(-1, 1).float() - bins.to(labels.device).reshape(1, -1)).abs().argmin(1)
 
 
+def label_density(labels: torch.Tensor, bins: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """The labels' density over ``bins``, summing to 1: each label spread by a Gaussian of ``sigma``,
+    so that sparse neighbouring bins share their counts (as label-distribution smoothing does)."""
+    density = gaussian_1d(labels, bins, sigma).sum(0)
+    return density / density.sum()
+
+
 def density_weights(labels: torch.Tensor, bins: torch.Tensor, power: float, sigma: float = 2.0, cap: float = 10.0) -> torch.Tensor:
     """A weight per bin that balances a skewed label distribution: the labels' density over ``bins``
     (each label spread by a Gaussian of ``sigma``, so that sparse neighbouring bins share their
     counts, as label-distribution smoothing does) to the power ``-power``, scaled so that the
     labels' mean weight is 1 and capped at ``cap`` (a handful of rare labels must not dominate)."""
-    density = gaussian_1d(labels, bins, sigma).sum(0)
-    weight = (density / density.sum()).clamp_min(1e-12) ** -power
+    weight = label_density(labels, bins, sigma).clamp_min(1e-12) ** -power
     weight = weight / weight[nearest_bin(labels, bins)].mean()
     return weight.clamp(max=cap)
 

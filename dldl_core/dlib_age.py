@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import gaussian_1d, nearest_bin
+from .distributions import gaussian_1d, label_density, nearest_bin
 
 AGES = 81  # the network's classes: ages 0..80
 CHIP = 64
@@ -103,8 +103,8 @@ class DlibAgeNet(nn.Module):
 
 def estimate_log_prior(log_probs: torch.Tensor, ages: torch.Tensor, bins: torch.Tensor, every: float = 5.0) -> torch.Tensor:
     """(bins,) the log prior over the ages behind a network's log-distributions ``log_probs`` (N, bins)
-    of faces whose true ``ages`` are known, relative to those ages' own (each spread by a Gaussian of
-    2 years, as ``distributions.density_weights`` spreads them), mean 0.
+    of faces whose true ``ages`` are known, relative to those ages' own (``distributions.label_density``),
+    mean 0.
 
     The per-age offsets ``b`` that make ``log_probs + b`` the best posterior for these faces (least
     NLL) are the ratio of these faces' prior to the network's, so its own is theirs divided by
@@ -127,8 +127,7 @@ def estimate_log_prior(log_probs: torch.Tensor, ages: torch.Tensor, bins: torch.
 
     with torch.enable_grad():
         fit.step(objective)
-    theirs = gaussian_1d(ages, bins, 2.0).sum(0)
-    log_prior = torch.log(theirs / theirs.sum() + 1e-5) - (basis @ weights).detach()
+    log_prior = torch.log(label_density(ages, bins) + 1e-5) - (basis @ weights).detach()
     return log_prior - log_prior.mean()
 
 

@@ -62,16 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     bins = len(like.bins["age"].grid())
     model = {"architecture": "dlib_age", "heads": {"age": bins}, "input_mean": like.input.mean,
              "input_std": like.input.std, "sigma": args.sigma, "weight": args.weight, "likelihood": args.likelihood}
-    net = DlibAgeNet(bins, like.input.mean, like.input.std, args.sigma, args.weight)
+    net = DlibAgeNet(bins, like.input.mean, like.input.std, args.sigma, args.weight, args.likelihood)
     try:
-        state = state_from_onnx(args.onnx)
-        net.load_state_dict(state)
+        # a log prior of zeros until it is estimated: the member's own distribution meanwhile
+        net.load_state_dict(state_from_onnx(args.onnx) | ({"log_prior": net.log_prior} if args.likelihood else {}))
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"--onnx {args.onnx}: {exc}") from exc
     if args.likelihood:
-        log_prior = train_log_prior(net, like, args.data)
-        net = DlibAgeNet(bins, like.input.mean, like.input.std, args.sigma, args.weight, likelihood=True)
-        net.load_state_dict(state | {"log_prior": log_prior.half().float()})
+        net.log_prior.copy_(train_log_prior(net, like, args.data))
     with open(args.onnx, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     like.model = model
