@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .degrade import gaussian_blur, luma
 from .models import paired_outputs
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, batches
 
 
 def gray_view(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
@@ -42,6 +43,18 @@ def age_logits(
         second = gray_view(second, mean, std)
     first, other = paired_outputs(model, x, second)
     return 0.5 * (first["age"].float() + other["age"].float())
+
+
+@torch.inference_mode()
+def image_age_logits(
+    model: nn.Module, images: np.ndarray, device: torch.device, tta_flip: bool, tta_gray: bool = False,
+    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, blur: float = 0.0, batch_size: int = 256,
+) -> torch.Tensor:
+    """(N, bins) ``age_logits`` of a uint8 image array (N, H, W, 3), read by ``model`` in eval mode in
+    batches on ``device``; returned on the CPU."""
+    model.eval()
+    return torch.cat([age_logits(model, x, tta_flip, tta_gray, mean, std, blur).cpu()
+                      for x in batches(images, device, batch_size, mean, std)])
 
 
 def age_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dldl_core.age import age_logits, age_probs
+from dldl_core.age import age_probs, image_age_logits
 from dldl_core.crops import aligned_crop
 from dldl_core.data import cached_array, data_root, decode_resized, image_cache, read_pose, read_utkface
 from dldl_core.degrade import degraded_copy, luma, random_degrade
@@ -29,7 +29,7 @@ from dldl_core.images import resize_square
 from dldl_core.losses import dldl_loss, js_consistency
 from dldl_core.metrics import cumulative_score, interval_coverage, mae
 from dldl_core.readouts import credible_interval, expectation
-from dldl_core.transforms import batches, color_jitter, normalize, random_affine, random_erase, random_frame
+from dldl_core.transforms import color_jitter, normalize, random_affine, random_erase, random_frame
 from train.engine import Task, TrainConfig, fit, input_card, opt, parse_config
 
 
@@ -250,13 +250,8 @@ class AgeTask(Task):
             loss = loss + self.config.consistency * js_consistency(first, second)
         return loss
 
-    @torch.inference_mode()
     def logits(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
-        model.eval()
-        out = []
-        for x in batches(images, device, 256):
-            out.append(age_logits(model, x, self.config.tta_flip, self.config.tta_gray, blur=self.config.blur).cpu())
-        return torch.cat(out)
+        return image_age_logits(model, images, device, self.config.tta_flip, self.config.tta_gray, blur=self.config.blur)
 
     def _metrics(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
         probs = age_probs(logits, temperature)

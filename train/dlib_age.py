@@ -19,13 +19,12 @@ import sys
 
 import torch
 
-from dldl_core.age import age_logits
+from dldl_core.age import image_age_logits
 from dldl_core.card import ModelCard
 from dldl_core.checkpoint import WeightsError, read_card, save_checkpoint
 from dldl_core.data import image_cache, read_utkface
 from dldl_core.dlib_age import DlibAgeNet, estimate_log_prior, state_from_onnx
 from dldl_core.paths import shipped_weights
-from dldl_core.transforms import batches
 
 
 def train_log_prior(net: DlibAgeNet, like: ModelCard, data: str | None) -> torch.Tensor:
@@ -34,10 +33,11 @@ def train_log_prior(net: DlibAgeNet, like: ModelCard, data: str | None) -> torch
     rows = read_utkface(data, "train")
     images = image_cache([r.path for r in rows], like.input.size)
     r = like.readout
-    with torch.inference_mode():
-        log_probs = torch.cat([age_logits(net.eval(), x, r.tta_flip, r.tta_gray, like.input.mean, like.input.std, r.blur) / net.weight
-                               for x in batches(images, torch.device("cpu"), 256, like.input.mean, like.input.std)])
-    return estimate_log_prior(log_probs.clone(), torch.tensor([float(r.age) for r in rows]), like.bins["age"].grid())
+    logits = image_age_logits(net, images, torch.device("cpu"), r.tta_flip, r.tta_gray, like.input.mean, like.input.std, r.blur)
+    # the member's logits are weight x its log-distribution (its log prior still zeros); a copy
+    # outside inference mode, which autograd may use
+    log_probs = logits.clone() / net.weight
+    return estimate_log_prior(log_probs, torch.tensor([float(r.age) for r in rows]), like.bins["age"].grid())
 
 
 def main(argv: list[str] | None = None) -> None:
