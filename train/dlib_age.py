@@ -34,9 +34,9 @@ def train_log_prior(net: DlibAgeNet, like: ModelCard, data: str | None) -> torch
     images = image_cache([r.path for r in rows], like.input.size)
     r = like.readout
     logits = image_age_logits(net, images, torch.device("cpu"), r.tta_flip, r.tta_gray, like.input.mean, like.input.std, r.blur)
-    # the member's logits are weight x its log-distribution (its log prior still zeros); a copy
-    # outside inference mode, which autograd may use
-    log_probs = logits.clone() / net.weight
+    # the member's logits are weight x its log-distribution (its log prior still zeros); dividing
+    # outside inference mode gives an ordinary tensor, which the fit's autograd may use
+    log_probs = logits / net.weight
     return estimate_log_prior(log_probs, torch.tensor([float(r.age) for r in rows]), like.bins["age"].grid())
 
 
