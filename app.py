@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import hashlib
 import io
@@ -42,7 +43,7 @@ from dldl_core.plots import (
     seg_overlay,
     uncertainty_image,
 )
-from dldl_core.predict import AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from dldl_core.predict import BACKEND_HELP, BACKENDS, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
 from dldl_core.video import VideoReadError, VideoWriter, read_video
 
 
@@ -66,7 +67,7 @@ VIDEO_MAX_SIDE = 960  # clip frames are scaled down to this for analysis and the
 _models: dict[str, object] = {}
 _lock = threading.Lock()
 _device = "auto"
-_backend = "torch"
+_backend = "auto"
 
 
 class PhotoInput(gr.Image):
@@ -102,6 +103,14 @@ def pipeline() -> FacePipeline:
         return FacePipeline(AgePredictor(device=_device, backend=_backend), pose)
 
     return _shared("faces", load)
+
+
+def _warm_up() -> None:
+    """Load the face models while the app starts, so that the first photo does not wait for them (on
+    a CPU the first start also exports them to ONNX, about 20 s). A model that fails to load fails
+    again, with its message, on the first request that needs it."""
+    with contextlib.suppress(Exception):
+        pipeline()
 
 
 def _read(path: str | None):
@@ -443,9 +452,10 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also make a public gradio.live link")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: run the models in onnxruntime (CPU; exported on first use)")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     args = ap.parse_args()
     _device, _backend = args.device, args.backend
+    threading.Thread(target=_warm_up, name="dldl-warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, share=args.share)
 
 

@@ -32,7 +32,7 @@ from dldl_core.faces import FaceDetector
 from dldl_core.images import load_image
 from dldl_core.models import output_distributions
 from dldl_core.paths import shipped_weights
-from dldl_core.predict import AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from dldl_core.predict import BACKEND_HELP, BACKENDS, AgePredictor, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
 from train.age import AgeConfig, AgeTask
 from train.engine import Task, TrainConfig, fit, parse_config
 from train.multilabel import MultiLabelConfig, MultiLabelTask
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crops", type=int, default=1000, help="UTKFace test chips for the batch command line")
     ap.add_argument("--data", default=None, help="data folder (default $DLDL_DATA or ../shared/data)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="how the predictors run their models")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     ap.add_argument("--train", nargs="*", choices=list(TRAINING), default=list(TRAINING),
                     help="tasks whose training throughput is measured (none: skip)")
     ap.add_argument("--train-steps", type=int, default=10, help="timed training steps per task (after one untimed step)")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     models = dict(zip((1, 8), interleaved_median_ms([lambda: pipeline.describe(one, faces1), lambda: pipeline.describe(eight, faces8)], args.runs)))
     per_face = (models[8] - models[1]) / 7
 
-    print(f"Speed ({machine(args.device)}, {args.backend} backend; "
+    print(f"Speed ({machine(args.device)}, {age.backend} backend{' (auto)' if args.backend == 'auto' else ''}; "
           f"medians of {args.runs} runs after warm-up, paired measurements timed in turn)")
     print()
     print("| measurement | value |")

@@ -38,7 +38,7 @@ from .faces import FaceDetector
 from .images import ImageReadError, list_images, load_image
 from .paths import shipped_weights
 from .plots import annotate_faces
-from .predict import AgePredictor, CropModel, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
+from .predict import BACKEND_HELP, BACKENDS, AgePredictor, CropModel, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
 from .video import VideoReadError, VideoWriter, read_video
 
 TASKS = {
@@ -66,8 +66,7 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
         t.add_argument("--out", help="write JSON lines here instead of standard output (replaced only when the run ends)")
         t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-        t.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                       help="onnx: run the models through their ONNX export in onnxruntime (CPU; exported on first use and cached)")
+        t.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
         t.add_argument("--batch-size", type=int, default=64, help="images per batch (face crops, whole images)")
         t.add_argument("--quiet", action="store_true", help="no progress bar")
         # One --weights per model; faces and video have two models, so their flags carry the model's name.

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,14 +35,20 @@ from .seg import class_fractions, class_map, uncertainty
 from .transforms import batches
 
 MAX_ASPECT = 20  # segmentation: the most elongated image shape accepted
+BACKENDS = ("auto", "torch", "onnx")
+BACKEND_HELP = ("how the models run: auto (the default) is onnxruntime on a CPU and PyTorch on a GPU, the faster "
+                "path on each (the ONNX export is made on first use, 8-15 s a model, and cached in ~/.cache/dldl/onnx); "
+                "torch or onnx (CPU only) choose one")
 
 
 class ShippedModel:
     """A shipped model, ready for inference (batch norm folded, channels-last), and its card.
 
     ``backend="onnx"`` runs the model through its ONNX export in onnxruntime instead (CPU only;
-    the export is made on first use and cached): faster for the face models on a CPU, see the
-    README's Speed section.
+    the export is made on first use and cached): faster for every model on a CPU, with the same
+    distributions within 1e-4 (docs/speed.md). ``"auto"`` (the command line's and the app's
+    default) is onnxruntime on a CPU and PyTorch on a GPU; where the export or onnxruntime fails,
+    it warns and stays with PyTorch.
     """
 
     task = ""  # the card's task this predictor reads
@@ -50,6 +57,9 @@ class ShippedModel:
         """``weights`` default to the task's shipped weights."""
         weights = weights or shipped_weights(self.task)
         self.device = resolve_device("cpu" if backend == "onnx" and str(device) == "auto" else device)
+        fallback = backend == "auto"
+        if fallback:
+            backend = "onnx" if self.device.type == "cpu" else "torch"
         self.model, self.card = load_checkpoint(weights, self.device)
         if self.card.task != self.task:
             raise WeightsError(f"{weights} holds a {self.card.task!r} model, not a {self.task!r} one")
@@ -57,14 +67,21 @@ class ShippedModel:
             self.read_card()
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise WeightsError(f"the model card of {weights} is incomplete or malformed ({type(exc).__name__}: {exc})") from exc
-        if backend == "torch":
-            self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
-        elif backend == "onnx":
+        if backend == "onnx":
             if self.device.type != "cpu":
                 raise ValueError("the onnx backend runs on the CPU; use the torch backend on a GPU")
-            self.model = OnnxModel(cached_export(weights))  # the export folds batch norm itself
-        else:
-            raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
+            try:
+                self.model = OnnxModel(cached_export(weights))  # the export folds batch norm itself
+            except Exception as exc:
+                if not fallback:
+                    raise
+                warnings.warn(f"the {self.task} model runs in PyTorch: its ONNX export failed ({type(exc).__name__}: {exc})", stacklevel=2)
+                backend = "torch"
+        elif backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; choose auto, torch or onnx")
+        if backend == "torch":
+            self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
+        self.backend = backend
 
     def read_card(self) -> None:
         """What the predictor needs from the card (a missing or malformed field raises here, at load time)."""

@@ -68,3 +68,26 @@ def test_onnx_backend_is_for_the_cpu(tmp_path):
     with pytest.raises(SystemExit):  # a usage error, not a traceback
         cli_main(["predict", "age", str(tmp_path), "--backend", "onnx", "--device", "cuda"])
     assert AgePredictor(backend="onnx").device.type == "cpu"  # auto means the CPU for onnxruntime
+
+
+def test_auto_backend_is_onnx_on_the_cpu_and_falls_back_to_pytorch(monkeypatch):
+    """``auto`` (the command line's and the app's default) runs onnxruntime on a CPU; where the
+    export fails it warns and reads the same faces in PyTorch, where ``onnx`` itself raises."""
+    from dldl_core import predict
+
+    rng = np.random.default_rng(2)
+    crops = [Image.fromarray(rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)) for _ in range(2)]
+    auto = PosePredictor(device="cpu", backend="auto")
+    assert auto.backend == "onnx" and type(auto.model).__name__ == "OnnxModel"
+
+    def broken(weights):
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(predict, "cached_export", broken)
+    with pytest.warns(UserWarning, match="pose model runs in PyTorch: its ONNX export failed"):
+        fallback = PosePredictor(device="cpu", backend="auto")
+    assert fallback.backend == "torch"
+    for a, b in zip(auto.predict_crops(crops), fallback.predict_crops(crops)):
+        assert np.abs(np.array(a["probs"]) - np.array(b["probs"])).max() < 1e-4
+    with pytest.raises(RuntimeError, match="no exporter here"):
+        PosePredictor(device="cpu", backend="onnx")
