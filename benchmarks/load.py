@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dldl_core.examples import example_photos
+from dldl_core.predict import BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,14 +42,14 @@ def _files(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
-def run(clients: int, requests: int, rounds: int, timeout_s: float = 600) -> list[dict]:
+def run(clients: int, requests: int, rounds: int, backend: str = "auto", timeout_s: float = 600) -> list[dict]:
     """Rows of (round, requests, failures, temporary files, server RSS in MB); the server is stopped at the end."""
     from gradio_client import Client, handle_file
 
     port = _free_port()
     scratch = Path(tempfile.mkdtemp(prefix="dldl-load-"))
     env = dict(os.environ, GRADIO_TEMP_DIR=str(scratch / "gradio"), TMPDIR=str(scratch), GRADIO_ANALYTICS_ENABLED="False")
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--backend", backend], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + timeout_s
     try:
@@ -99,9 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=5, help="per client and round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backend", choices=BACKENDS, default="auto", help="the app's --backend")
     args = ap.parse_args(argv)
-    rows = run(args.clients, args.requests, args.rounds)
-    print(f"App load test: {args.clients} clients x {args.requests} face requests x {args.rounds} rounds, same photo, 127.0.0.1")
+    rows = run(args.clients, args.requests, args.rounds, args.backend)
+    print(f"App load test: {args.clients} clients x {args.requests} face requests x {args.rounds} rounds, same photo, 127.0.0.1, "
+          f"backend {args.backend}")
     print()
     print("| round | requests | failed | seconds | temporary files | server RSS (MB) |")
     print("|---|---|---|---|---|---|")
