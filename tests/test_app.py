@@ -125,4 +125,4 @@ def test_tracks_mostly_unlike_the_training_faces_are_named():
 
     assert app._unusual_frames_note({"frames": 9, "unusual_frames": 5}) == " (unlike the training faces in 5 of them: the age may be further off)"
     assert app._unusual_frames_note({"frames": 10, "unusual_frames": 5}) == ""  # half is not most
-    assert app._unusual_frames_note({"frames": 3}) == ""  # no novelty bank (the ONNX backend)
+    assert app._unusual_frames_note({"frames": 3}) == ""  # weights without a novelty bank beside them
