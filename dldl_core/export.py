@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -83,6 +84,8 @@ def cached_export(weights: str | Path, cache_dir: str | Path | None = None) -> P
     digest = hashlib.sha1(Path(weights).read_bytes() + EXPORT_FORMAT.encode()).hexdigest()[:16]
     path = Path(cache_dir or Path.home() / ".cache" / "dldl" / "onnx") / f"{Path(weights).stem}-{digest}.onnx"
     if not path.is_file():
+        # a pause of 8-15 s the first time: say why, on stderr (standard output may be JSON lines)
+        print(f"exporting {Path(weights).name} for onnxruntime, once (kept in {path.parent})", file=sys.stderr, flush=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
             export_onnx(weights, tmp, logits=True, features=True)

@@ -91,3 +91,14 @@ def test_auto_backend_is_onnx_on_the_cpu_and_falls_back_to_pytorch(monkeypatch):
         assert np.abs(np.array(a["probs"]) - np.array(b["probs"])).max() < 1e-4
     with pytest.raises(RuntimeError, match="no exporter here"):
         PosePredictor(device="cpu", backend="onnx")
+
+
+def test_cached_export_says_when_it_exports(tmp_path, capsys):
+    """The first use exports (seconds, so it says so, on stderr); later uses read the cached file."""
+    from dldl_core.export import cached_export
+
+    first = cached_export(shipped_weights("pose"), tmp_path)
+    assert "exporting pose.safetensors for onnxruntime, once" in capsys.readouterr().err
+    assert cached_export(shipped_weights("pose"), tmp_path) == first and first.is_file()
+    assert capsys.readouterr().err == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no temporary file or card left
