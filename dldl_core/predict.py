@@ -55,6 +55,8 @@ class ShippedModel:
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto", backend: str = "torch"):
         """``weights`` default to the task's shipped weights."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         weights = weights or shipped_weights(self.task)
         self.device = resolve_device("cpu" if backend == "onnx" and str(device) == "auto" else device)
         fallback = backend == "auto"
@@ -77,8 +79,6 @@ class ShippedModel:
                     raise
                 warnings.warn(f"the {self.task} model runs in PyTorch: its ONNX export failed ({type(exc).__name__}: {exc})", stacklevel=2)
                 backend = "torch"
-        elif backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}; choose auto, torch or onnx")
         if backend == "torch":
             self.model = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
         self.backend = backend
