@@ -293,7 +293,7 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
     for w, age, row, bal, out in zip(weights, models, cells, balanced, clean):
         means = _encoding_means(age, sub)
         spread, mirror = _spread(means), _mirror_gap(age, sub, means[0])
-        line = (f"| {w} | {age.temperature} / {age.readout.blur} | " + " | ".join(row)
+        line = (f"| {w} | {_temperature(age.temperature, age.widening)} / {age.readout.blur} | " + " | ".join(row)
                 + f" | {bal[0]:.2f} / {bal[1]:.2f} | {np.median(spread):.2f} / {np.percentile(spread, 90):.2f}"
                 + f" | {np.median(mirror):.2f} / {np.percentile(mirror, 90):.2f} |")
         if n_wild:
@@ -302,6 +302,11 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
             line += f" {m:.2f} / {cov:.3f} | {ratio['all']:.2f} / {ratio.get('20-39', float('nan')):.2f} |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _temperature(temperature: float, widening: float) -> str:
+    """A readout's temperature as printed: with a widening, each face's grows with its novelty z."""
+    return f"{temperature} x exp({widening} z)" if widening else f"{temperature}"
 
 
 def held_out(weights: str, data: str | None, device: str) -> dict:
@@ -313,7 +318,8 @@ def held_out(weights: str, data: str | None, device: str) -> dict:
     g_mae, _, g_cov = _scores(age.predict_crops(_chips(group)), [r.age for r in group])
     v_mae, _, v_cov = _scores(age.predict_crops(_chips(inside)), [r.age for r in inside])
     return {"race": race, "faces": len(group), "mae": g_mae, "coverage": g_cov, "val_mae": v_mae, "val_coverage": v_cov,
-            "command": age.card.training["command"], "temperature": age.temperature, "blur": age.readout.blur}
+            "command": age.card.training["command"], "temperature": age.temperature, "widening": age.widening,
+            "blur": age.readout.blur}
 
 
 def _held_out_rows(args: argparse.Namespace) -> list[dict]:
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
 
     age = AgePredictor(args.weights, args.device)
     print(f"Age ({machine(age.device)})")
-    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card.training['date']}, tta_flip={age.tta_flip}, T={age.temperature}, blur={age.readout.blur})")
+    print(f"weights: {os.path.relpath(args.weights)} (trained {age.card.training['date']}, tta_flip={age.tta_flip}, "
+          f"T={_temperature(age.temperature, age.widening)}, blur={age.readout.blur})")
     print()
     print(SET_HEADER)
 
@@ -466,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|---|---|---|")
         for h in held:
             name = RACES[h["race"]] + (" (record)" if h.get("from_record") else "")
-            print(f"| {name} | {h['temperature']} / {h['blur']} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
+            print(f"| {name} | {_temperature(h['temperature'], h.get('widening', 0.0))} / {h['blur']} | {h['faces']} | {h['mae']:.2f} | {h['coverage']:.3f} | {h['val_mae']:.2f} | {h['val_coverage']:.3f} | {h['mae'] - h['val_mae']:+.2f} |")
 
     if args.consistency:
         spread = _spread(_encoding_means(age, _evenly(val_chips, args.consistency)))

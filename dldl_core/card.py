@@ -101,6 +101,7 @@ class Readout(_Section):
     """How outputs become answers. The defaults are what a card without the field means."""
 
     temperature: float = 1.0  # softmax temperature fitted on validation
+    widening: float = 0.0  # age: each face's temperature grows by exp(widening x its novelty) (dldl_core.age.face_temperatures)
     tta_flip: bool = False  # average the distribution of the input and its mirror image
     tta_gray: bool = False  # age: the second view in grayscale (dldl_core.age.age_logits)
     blur: float = 0.0  # age: Gaussian blur of each face (sigma, input pixels) before the model (dldl_core.age.age_logits)

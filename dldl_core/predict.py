@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .age import age_logits, age_probs
+from .age import age_logits, age_probs, face_temperatures
 from .checkpoint import WeightsError, load_checkpoint
 from .crops import aligned_crop, box_square, square_crop
 from .export import OnnxModel, cached_export
@@ -119,10 +119,15 @@ class AgePredictor(CropModel):
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto", backend: str = "torch"):
         """Also loads the model's novelty bank where one sits beside the weights (``novelty_path``):
-        every readout then says how unlike the training faces its face is."""
+        every readout then says how unlike the training faces its face is, and where the card says
+        so (``readout.widening``) its interval widens with that (``temperatures``)."""
         super().__init__(weights, device, backend)
         path = novelty_path(weights or shipped_weights(self.task))
         self.novelty = Novelty.load(path).to(self.device) if path.is_file() and backbones(self.model) else None
+        if self.widening and self.novelty is None:
+            warnings.warn(f"{path.name} is missing: every age interval is read at the temperature of a typical face, "
+                          "none widened for an unusual one", stacklevel=2)
+            self.widening = 0.0
 
     def read_card(self) -> None:
         super().read_card()
@@ -134,6 +139,7 @@ class AgePredictor(CropModel):
         # Crops are cut at the training chips' own size, then resized like the chips were.
         self.crop_size = int(crop.size or self.size)
         self.temperature = self.readout.temperature
+        self.widening = self.readout.widening
         self.level = self.readout.level
         self._check_head("age", len(self.bins), "age bins")
 
@@ -142,20 +148,31 @@ class AgePredictor(CropModel):
         return aligned_crop(image, face.landmarks, self.template, self.crop_size)
 
     @torch.inference_mode()
+    def logits(self, crops: list[Image.Image], batch_size: int = 64, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, bins) untempered age logits (the test-time views averaged) and, with ``features``,
+        each face's (N, D) backbone features (``novelty.embed``; taken from the same forward pass)."""
+        out, feats = [], []
+        for x in self.batches(crops, batch_size):
+            with captured_features(self.model) if features else nullcontext() as seen:
+                out.append(age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std, self.readout.blur).cpu())
+            if features:
+                passes = [torch.cat(f) for f in seen]  # the views age_logits read, stacked view after view
+                feats.append(embed(passes, len(passes[0]) // len(x)))
+        logits = torch.cat(out) if out else torch.zeros(0, len(self.bins))
+        return logits, torch.cat(feats) if feats else None
+
+    def temperatures(self, features: torch.Tensor | None) -> float | torch.Tensor:
+        """The temperature of each face whose features are ``features``: the card's, widened by the
+        face's novelty where the card says so and the bank is here (``age.face_temperatures``)."""
+        if not self.widening or features is None or not len(features):
+            return self.temperature
+        return face_temperatures(self.temperature, self.widening, self.novelty(features)).cpu()
+
     def read(self, crops: list[Image.Image], batch_size: int = 64, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, bins) age distributions and, with ``features`` or a novelty bank, each face's (N, D)
         backbone features (``novelty.embed``; taken from the same forward pass)."""
-        keep = features or self.novelty is not None
-        out, feats = [], []
-        for x in self.batches(crops, batch_size):
-            with captured_features(self.model) if keep else nullcontext() as seen:
-                logits = age_logits(self.model, x, self.tta_flip, self.readout.tta_gray, self.mean, self.std, self.readout.blur)
-            out.append(age_probs(logits, self.temperature).cpu())
-            if keep:
-                passes = [torch.cat(f) for f in seen]  # the views age_logits read, stacked view after view
-                feats.append(embed(passes, len(passes[0]) // len(x)))
-        probs = torch.cat(out) if out else torch.zeros(0, len(self.bins))
-        return probs, torch.cat(feats) if feats else None
+        logits, feats = self.logits(crops, batch_size, features or self.novelty is not None)
+        return age_probs(logits, self.temperatures(feats)), feats
 
     def probs(self, crops: list[Image.Image], batch_size: int = 64) -> torch.Tensor:
         """(N, bins) age distributions."""

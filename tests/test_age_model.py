@@ -67,12 +67,13 @@ def test_the_gray_test_time_view_changes_color_faces_only(utkface_test, age_pred
 
 def _read_as(folder: Path, **readout: object) -> AgePredictor:
     """The shipped age weights read with their card's ``readout`` changed (a link to the weights
-    and the changed card beside it, in ``folder``)."""
+    and the changed card beside it, in ``folder``); without the novelty bank, every face at the
+    card's one temperature."""
     folder.mkdir(exist_ok=True)
     weights = folder / "age.safetensors"
     weights.symlink_to(shipped_weights("age"))
     card = json.loads(card_path(shipped_weights("age")).read_text())
-    card["readout"] |= readout
+    card["readout"] |= {"widening": 0.0, **readout}
     card_path(weights).write_text(json.dumps(card))
     return AgePredictor(weights, "cpu")
 

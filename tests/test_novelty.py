@@ -94,7 +94,9 @@ def test_the_predictor_reads_the_bank_beside_its_weights(tmp_path):
     for name in ("age.safetensors", "age.json"):
         shutil.copy(AGE_WEIGHTS.with_name(name), tmp_path / name)
     chip = Image.new("RGB", (200, 200), (150, 120, 100))
-    assert "novelty" not in AgePredictor(tmp_path / "age.safetensors", "cpu").predict_crops([chip])[0]
+    with pytest.warns(UserWarning, match="age.novelty.safetensors is missing: .* none widened"):
+        bare = AgePredictor(tmp_path / "age.safetensors", "cpu")
+    assert bare.widening == 0 and "novelty" not in bare.predict_crops([chip])[0]
     shutil.copy(AGE_WEIGHTS.with_name("age.novelty.safetensors"), tmp_path)
     read = AgePredictor(tmp_path / "age.safetensors", "cpu").predict_crops([chip])[0]
     flag = Novelty.load(tmp_path / "age.novelty.safetensors").flag
@@ -102,3 +104,50 @@ def test_the_predictor_reads_the_bank_beside_its_weights(tmp_path):
     (tmp_path / "age.novelty.safetensors").write_bytes(b"broken")
     with pytest.raises(WeightsError, match="novelty file"):
         AgePredictor(tmp_path / "age.safetensors", "cpu")
+
+
+def test_an_unusual_faces_interval_widens_with_its_novelty(utkface_test, age_predictor):
+    """The card's widening reads each face at the temperature times exp(widening x novelty): the
+    same faces read at the card's temperature alone have narrower intervals where they are novel
+    and wider ones where they are typical."""
+    from PIL import Image
+
+    from dldl_core.age import age_probs
+    from dldl_core.readouts import credible_interval
+
+    assert age_predictor.widening > 0
+    chips = [Image.open(r.path) for r in utkface_test[::3]] + [Image.new("RGB", (200, 200), (150, 120, 100))]
+    logits, feats = age_predictor.logits(chips, features=True)
+    z = age_predictor.novelty(feats)
+    t = age_predictor.temperatures(feats)[:, 0]
+    assert torch.allclose(t, age_predictor.temperature * torch.exp(age_predictor.widening * z.clamp(-1, 3)))
+    assert z[-1] > 3 and t[-1] == pytest.approx(age_predictor.temperature * np.exp(3 * age_predictor.widening))  # a flat patch
+    width = {}
+    for name, temperature in (("widened", t[:, None]), ("plain", age_predictor.temperature)):
+        iv = credible_interval(age_probs(logits, temperature), age_predictor.bins)
+        width[name] = iv[:, 1] - iv[:, 0]
+    grown = width["widened"] - width["plain"]
+    assert (grown[z > 0.5] >= 0).all() and grown[z > 0.5].mean() > 0
+    assert (grown[z < -0.5] <= 0).all() and grown[z < -0.5].mean() < 0
+
+
+def test_the_temperature_is_fitted_again_with_the_widening(utkface_test, age_predictor):
+    """train.novelty refits the temperature with each face's widened: inside the coverage band on
+    the faces and their degraded copies, and below the NLL's own choice, which covers more."""
+    from PIL import Image
+
+    from dldl_core.age import face_temperatures
+    from dldl_core.degrade import degraded_copy
+    from train.age import age_metrics
+    from train.novelty import refit_temperature
+
+    chips = [Image.open(r.path).convert("RGB") for r in utkface_test]
+    ages = torch.tensor([r.age for r in utkface_test])
+    rng = np.random.default_rng(0)
+    sets = [age_predictor.logits(c, features=True) for c in (chips, [degraded_copy(c, rng) for c in chips])]
+    banded = refit_temperature(age_predictor.novelty, sets, ages, 0.1, (0.78, 0.82), 0.8)
+    free = refit_temperature(age_predictor.novelty, sets, ages, 0.1, None, 0.8)
+    for logits, feats in sets:
+        covered = age_metrics(logits, ages, face_temperatures(banded, 0.1, age_predictor.novelty(feats)), 0.8)["coverage"]
+        assert 0.78 <= covered <= 0.82
+    assert banded < free

@@ -16,7 +16,7 @@ from dldl_core.paths import data_root, shipped_weights
 from dldl_core.predict import AgePredictor, MultiLabelPredictor
 from dldl_core.readouts import expectation, std
 from dldl_core.seg import CAMVID_CLASSES
-from train.age import AgeConfig, AgeTask
+from train.age import AgeConfig, AgeTask, age_metrics
 from train.engine import command, fit, parse_config
 from train.multilabel import MultiLabelConfig, MultiLabelTask
 from train.pose import PoseConfig, PoseTask
@@ -131,7 +131,7 @@ def test_a_coverage_band_bounds_the_fitted_temperature(utkface_test):
     for task in (free, banded):
         task.calibrate(model, images, ages, cpu)
     logits = free.logits(model, images, cpu)
-    covered = {t.temperature: t._metrics(logits, ages, t.temperature)["coverage"] for t in (free, banded)}
+    covered = {t.temperature: age_metrics(logits, ages, t.temperature, 0.8)["coverage"] for t in (free, banded)}
     assert banded.temperature < free.temperature and covered[free.temperature] > 0.8
     assert 0.7 <= covered[banded.temperature] <= 0.8
     with pytest.raises(SystemExit, match="LO,HI"):

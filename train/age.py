@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ class AgeConfig(TrainConfig):
     template_chips: int = opt(500, "training chips used to measure the landmark template")
 
 
-def _coverage_band(text: str) -> tuple[float, float] | None:
+def coverage_band(text: str) -> tuple[float, float] | None:
     """``--coverage-band``'s 'LO,HI' as two fractions, or None when empty."""
     if not text:
         return None
@@ -101,6 +102,43 @@ def _coverage_band(text: str) -> tuple[float, float] | None:
     if not 0 <= lo < hi <= 1:
         raise SystemExit(f"--coverage-band needs 0 <= LO < HI <= 1, got {text!r}")
     return lo, hi
+
+
+def age_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float | torch.Tensor, level: float) -> dict[str, float]:
+    """MAE, CS(5), the ``level`` interval's coverage and the NLL of ages ``labels`` read from
+    ``logits`` at ``temperature`` (one, or each face's); ages past the last bin count in it."""
+    bins = torch.arange(logits.shape[1], dtype=torch.float32)
+    probs = age_probs(logits, temperature)
+    pred = expectation(probs, bins)
+    iv = credible_interval(probs, bins, level)
+    nll = -torch.log(probs.gather(1, labels.clamp(max=len(bins) - 1).long()[:, None]) + 1e-12).mean()
+    return {
+        "score": mae(pred, labels),
+        "mae": mae(pred, labels),
+        "cs5": cumulative_score(pred, labels, 5),
+        "coverage": interval_coverage(iv, labels),
+        "nll": float(nll),
+    }
+
+
+# steps of 2%: a pool whose logits are scaled down (an ensemble nested in one) is fitted as finely
+TEMPERATURES = [round(float(t), 3) for t in np.geomspace(0.3, 6.0, 152)]
+
+
+def fit_temperature(scores: Callable[[float], list[dict[str, float]]], band: tuple[float, float] | None) -> float:
+    """The temperature of ``TEMPERATURES`` with the lowest NLL over the fitting sets, ``scores(t)``
+    giving each set's ``age_metrics`` at t (the same faces in every set, val and its degraded copy,
+    so their mean NLL is the pooled one). With ``band`` (LO, HI) only temperatures whose interval
+    covers within it on every set compete: the NLL alone leaves the in-domain intervals wider than
+    their nominal mass."""
+    table = {t: scores(t) for t in TEMPERATURES}
+    allowed = [t for t in TEMPERATURES if band is None or all(band[0] <= s["coverage"] <= band[1] for s in table[t])]
+    if not allowed:
+        print(f"warning: no temperature covers {band[0]}-{band[1]} of every fitting set; fitting by NLL alone", file=sys.stderr)
+    best = min(allowed or TEMPERATURES, key=lambda t: float(np.mean([s["nll"] for s in table[t]])))
+    if best in (TEMPERATURES[0], TEMPERATURES[-1]):
+        print(f"warning: the fitted temperature {best} is at the edge of its search grid", file=sys.stderr)
+    return best
 
 
 class AgeTask(Task):
@@ -114,7 +152,7 @@ class AgeTask(Task):
         if config.teacher_temperature < 0:
             raise SystemExit(f"--teacher-temperature must be positive (or 0 for the teacher's own), got {config.teacher_temperature}")
         self.config = config
-        self.band = _coverage_band(config.coverage_band)
+        self.band = coverage_band(config.coverage_band)
         self.bins = bin_grid(0, config.age_max, 1)
         self.template: dict[str, Any] = {}
         self.temperature = 1.0
@@ -160,7 +198,7 @@ class AgeTask(Task):
         crops = cached_array(f"images_aflw_{teacher.crop_size}", desc, lambda: np.stack([np.asarray(align(i)) for i in found]), c.cache_dir)
         with open(c.teacher, "rb") as f:
             teacher_key = hashlib.sha1(f.read()).hexdigest()
-        taught = cached_array("teacher_age", desc + teacher_key + f"|T{teacher.temperature}",
+        taught = cached_array("teacher_age", desc + teacher_key + f"|T{teacher.temperature}" + (f"|w{teacher.widening}" if teacher.widening else ""),
                               lambda: teacher.probs([Image.fromarray(np.asarray(x)) for x in crops]).numpy(), c.cache_dir)
         images = np.stack([np.asarray(resize_square(Image.fromarray(np.asarray(x)), c.image_size)) for x in crops])
         return images, torch.from_numpy(np.array(taught, dtype=np.float32))
@@ -253,21 +291,8 @@ class AgeTask(Task):
     def logits(self, model: nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor:
         return image_age_logits(model, images, device, self.config.tta_flip, self.config.tta_gray, blur=self.config.blur)
 
-    def _metrics(self, logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
-        probs = age_probs(logits, temperature)
-        pred = expectation(probs, self.bins)
-        iv = credible_interval(probs, self.bins, self.config.level)
-        nll = -torch.log(probs.gather(1, labels.clamp(max=self.config.age_max).long()[:, None]) + 1e-12).mean()
-        return {
-            "score": mae(pred, labels),
-            "mae": mae(pred, labels),
-            "cs5": cumulative_score(pred, labels, 5),
-            "coverage": interval_coverage(iv, labels),
-            "nll": float(nll),
-        }
-
     def evaluate(self, model: nn.Module, images: np.ndarray, labels: torch.Tensor, device: torch.device) -> dict[str, float]:
-        return self._metrics(self.logits(model, images, device), labels, self.temperature)
+        return age_metrics(self.logits(model, images, device), labels, self.temperature, self.config.level)
 
     def calibrate(self, model: nn.Module, images: np.ndarray, labels: torch.Tensor, device: torch.device) -> None:
         """Temperature scaling: the softmax temperature with the lowest NLL on val (and, with
@@ -280,18 +305,7 @@ class AgeTask(Task):
             rng = np.random.default_rng(0)
             worse = np.stack([np.asarray(degraded_copy(Image.fromarray(np.asarray(im)), rng)) for im in images])
             sets.append((self.logits(model, worse, device), labels))
-        # steps of 2%: a pool whose logits are scaled down (an ensemble nested in one) is fitted as finely
-        grid = [round(float(t), 3) for t in np.geomspace(0.3, 6.0, 152)]
-        scores = {t: [self._metrics(x, y, t) for x, y in sets] for t in grid}
-        allowed = [t for t in grid if self.band is None
-                   or all(self.band[0] <= s["coverage"] <= self.band[1] for s in scores[t])]
-        if not allowed:
-            print(f"warning: no temperature covers {self.config.coverage_band} of every fitting set; "
-                  "fitting by NLL alone", file=sys.stderr)
-        # the sets are the same faces (val, then its degraded copy): their mean NLL is the pooled one
-        self.temperature = min(allowed or grid, key=lambda t: float(np.mean([s["nll"] for s in scores[t]])))
-        if self.temperature in (grid[0], grid[-1]):
-            print(f"warning: the fitted temperature {self.temperature} is at the edge of its search grid", file=sys.stderr)
+        self.temperature = fit_temperature(lambda t: [age_metrics(x, y, t, self.config.level) for x, y in sets], self.band)
 
     def card(self) -> dict[str, Any]:
         c = self.config
