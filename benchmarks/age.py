@@ -172,6 +172,11 @@ def _widths(out: list[dict]) -> np.ndarray:
     return np.array([o["interval"][1] - o["interval"][0] for o in out], float)
 
 
+def _temperature(temperature: float, widening: float) -> str:
+    """A readout's temperature as printed: with a widening, each face's grows with its novelty z."""
+    return f"{temperature} x exp({widening} z)" if widening else f"{temperature}"
+
+
 def widen(wild: list[dict], val: list[dict]) -> list[tuple[str, int, float, float]]:
     """(band of predicted age, faces, mean 80% interval width of ``wild``, of ``val``) per band of
     ``AGE_GROUPS``, and a last row "all" whose val width is that of val's band for each wild face
@@ -302,11 +307,6 @@ def validation(weights: list[str], data: str | None, device: str, n_spread: int,
             line += f" {m:.2f} / {cov:.3f} | {ratio['all']:.2f} / {ratio.get('20-39', float('nan')):.2f} |"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _temperature(temperature: float, widening: float) -> str:
-    """A readout's temperature as printed: with a widening, each face's grows with its novelty z."""
-    return f"{temperature} x exp({widening} z)" if widening else f"{temperature}"
 
 
 def held_out(weights: str, data: str | None, device: str) -> dict:

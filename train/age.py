@@ -198,7 +198,8 @@ class AgeTask(Task):
         crops = cached_array(f"images_aflw_{teacher.crop_size}", desc, lambda: np.stack([np.asarray(align(i)) for i in found]), c.cache_dir)
         with open(c.teacher, "rb") as f:
             teacher_key = hashlib.sha1(f.read()).hexdigest()
-        taught = cached_array("teacher_age", desc + teacher_key + f"|T{teacher.temperature}" + (f"|w{teacher.widening}" if teacher.widening else ""),
+        readout = f"|T{teacher.temperature}" + (f"|w{teacher.widening}" if teacher.widening else "")  # widened by novelty
+        taught = cached_array("teacher_age", desc + teacher_key + readout,
                               lambda: teacher.probs([Image.fromarray(np.asarray(x)) for x in crops]).numpy(), c.cache_dir)
         images = np.stack([np.asarray(resize_square(Image.fromarray(np.asarray(x)), c.image_size)) for x in crops])
         return images, torch.from_numpy(np.array(taught, dtype=np.float32))
