@@ -36,6 +36,7 @@ from .checkpoint import WeightsError
 from .clip import ClipAnalyzer, clip_labels
 from .faces import FaceDetector
 from .images import ImageReadError, list_images, load_image
+from .novelty import novelty_path
 from .paths import shipped_weights
 from .plots import annotate_faces
 from .predict import BACKEND_HELP, BACKENDS, AgePredictor, CropModel, FacePipeline, MultiLabelPredictor, PosePredictor, SegPredictor
@@ -247,7 +248,8 @@ def _export(args: argparse.Namespace) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    bank = novelty_path(out)
+    print(f"wrote {out} and {out.with_suffix('.json')}" + (f" and {bank}" if bank.is_file() else ""), file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,9 @@ The exported graph takes the normalised image batch (``image``, N x 3 x H x W, t
 mean and std) and returns the predicted *distributions* (softmax already applied), one output per
 head: (N, bins) or (N, a, b) for a joint grid; (N, C, H, W) per-pixel distributions for
 segmentation, whose height and width may vary. Batch norm is folded into the convolutions first.
-The model card is written beside the file: it says how to crop and normalise, and the bins.
+The model card is written beside the file: it says how to crop and normalise, and the bins. The
+age model's card also widens each face's interval with its novelty: its export then carries the
+backbones' features as outputs too, and its novelty bank sits beside it (``export_onnx``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from .checkpoint import card_path, load_checkpoint
 from .models import fold_batchnorm, output_distributions
-from .novelty import backbones, captured_features
+from .novelty import backbones, captured_features, novelty_path
 
 # Part of the cached exports' names: bump it when what ``cached_export`` writes changes, so that
 # exports cached before are made again rather than read with outputs missing.
@@ -48,11 +50,15 @@ class _Outputs(nn.Module):
 def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, features: bool = False) -> Path:
     """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``.
     With ``logits`` the outputs are the heads' logits (what the predictors read) instead; with
-    ``features`` each backbone's pooled features follow them (a segmentation model has none to add)."""
+    ``features`` each backbone's pooled features follow them (a segmentation model has none to add).
+    A card whose intervals widen with each face's novelty (age's ``readout.widening``) also gets
+    the features and the novelty bank beside the file: its readout needs both."""
     model, card = load_checkpoint(weights, "cpu")
     model = fold_batchnorm(model)
     per_pixel = card.model.get("architecture") == "segmentation"
-    features = features and not per_pixel
+    bank = novelty_path(weights)
+    widened = card.readout.widening > 0 and bank.is_file()
+    features = (features or widened) and not per_pixel
     heads = list(card.model["heads"])
     names = heads + ([f"features_{i}" for i in range(len(backbones(model)))] if features else [])
     size = card.input.size
@@ -74,6 +80,8 @@ def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, feat
         verbose=False,
     )
     shutil.copy(card_path(weights), out.with_suffix(".json"))
+    if widened:
+        shutil.copy(bank, novelty_path(out))
     return out
 
 
