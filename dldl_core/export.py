@@ -47,12 +47,13 @@ class _Outputs(nn.Module):
         return tuple(out[k] for k in self.heads) + tuple(s[0] for s in seen)
 
 
-def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, features: bool = False) -> Path:
-    """Write ``out`` (one self-contained .onnx file) and the model card beside it; returns ``out``.
-    With ``logits`` the outputs are the heads' logits (what the predictors read) instead; with
-    ``features`` each backbone's pooled features follow them (a segmentation model has none to add).
-    A card whose intervals widen with each face's novelty (age's ``readout.widening``) also gets
-    the features and the novelty bank beside the file: its readout needs both."""
+def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, features: bool = False, beside: bool = True) -> Path:
+    """Write ``out`` (one self-contained .onnx file) and, with ``beside``, the model card beside it;
+    returns ``out``. With ``logits`` the outputs are the heads' logits (what the predictors read)
+    instead; with ``features`` each backbone's pooled features follow them (a segmentation model
+    has none to add). A card whose intervals widen with each face's novelty (age's
+    ``readout.widening``) always gets the features, and the novelty bank beside the card: its
+    readout needs both."""
     model, card = load_checkpoint(weights, "cpu")
     model = fold_batchnorm(model)
     per_pixel = card.model.get("architecture") == "segmentation"
@@ -79,9 +80,10 @@ def export_onnx(weights: str | Path, out: str | Path, logits: bool = False, feat
         external_data=False,
         verbose=False,
     )
-    shutil.copy(card_path(weights), out.with_suffix(".json"))
-    if widened:
-        shutil.copy(bank, novelty_path(out))
+    if beside:
+        shutil.copy(card_path(weights), out.with_suffix(".json"))
+        if widened:
+            shutil.copy(bank, novelty_path(out))
     return out
 
 
@@ -96,9 +98,8 @@ def cached_export(weights: str | Path, cache_dir: str | Path | None = None) -> P
         print(f"exporting {Path(weights).name} for onnxruntime, once (kept in {path.parent})", file=sys.stderr, flush=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
-            export_onnx(weights, tmp, logits=True, features=True)
+            export_onnx(weights, tmp, logits=True, features=True, beside=False)  # the predictor reads the card and bank beside the weights
         tmp.replace(path)
-        tmp.with_suffix(".json").unlink()
     return path
 
 

@@ -164,7 +164,7 @@ class AgePredictor(CropModel):
     def temperatures(self, features: torch.Tensor | None) -> float | torch.Tensor:
         """The temperature of each face whose features are ``features``: the card's, widened by the
         face's novelty where the card says so and the bank is here (``age.face_temperatures``)."""
-        if not self.widening or features is None or not len(features):
+        if not self.widening or features is None:
             return self.temperature
         return face_temperatures(self.temperature, self.widening, self.novelty(features)).cpu()
 
