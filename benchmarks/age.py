@@ -314,7 +314,7 @@ def held_out(weights: str, data: str | None, device: str) -> dict:
     age = AgePredictor(weights, device)
     race = int(age.card.training["config"]["hold_out_race"])
     group = [r for r in read_utkface(data) if r.race == race and r.split in ("train", "val")]
-    inside = [r for r in read_utkface(data, "val") if r.race != race]
+    inside = read_utkface(data, "val", without_race=race)
     g_mae, _, g_cov = _scores(age.predict_crops(_chips(group)), [r.age for r in group])
     v_mae, _, v_cov = _scores(age.predict_crops(_chips(inside)), [r.age for r in inside])
     return {"race": race, "faces": len(group), "mae": g_mae, "coverage": g_cov, "val_mae": v_mae, "val_coverage": v_cov,

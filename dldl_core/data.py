@@ -40,14 +40,15 @@ class AgeRecord:
     race: int | None = None  # 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; None when unknown
 
 
-def read_utkface(root: str | os.PathLike | None = None, split: str | None = None) -> list[AgeRecord]:
-    """Rows of ``age/utkface/labels.csv`` (columns path, age, race, split), optionally one split."""
+def read_utkface(root: str | os.PathLike | None = None, split: str | None = None, without_race: int | None = None) -> list[AgeRecord]:
+    """Rows of ``age/utkface/labels.csv`` (columns path, age, race, split), optionally one split,
+    optionally without one race group (a leave-one-group-out run's training and in-domain faces)."""
     folder = data_root(root) / "age" / "utkface"
     rows = [
         AgeRecord(folder / r["path"], int(r["age"]), r["split"], int(r["race"]) if r.get("race") else None)
         for r in _table(folder / "labels.csv", "UTKFace table")
     ]
-    return [r for r in rows if split is None or r.split == split]
+    return [r for r in rows if (split is None or r.split == split) and (without_race is None or r.race != without_race)]
 
 
 @dataclass(frozen=True)

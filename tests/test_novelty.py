@@ -151,3 +151,14 @@ def test_the_temperature_is_fitted_again_with_the_widening(utkface_test, age_pre
         covered = age_metrics(logits, ages, face_temperatures(banded, 0.1, age_predictor.novelty(feats)), 0.8)["coverage"]
         assert 0.78 <= covered <= 0.82
     assert banded < free
+
+
+def test_a_held_out_group_stays_out_of_the_rows_a_held_out_run_reads(utkface_test):
+    """A run trained without a UTKFace race group never sees it: training, its novelty bank and its
+    in-domain val all read UTKFace through ``read_utkface(..., without_race=R)``."""
+    from dldl_core.data import read_utkface
+
+    val = read_utkface(split="val")
+    kept = read_utkface(split="val", without_race=1)
+    assert 0 < len(kept) < len(val) and kept == [r for r in val if r.race != 1]
+    assert read_utkface(split="val", without_race=-1) == val  # -1, train.age's "none", leaves every group in

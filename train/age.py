@@ -163,7 +163,7 @@ class AgeTask(Task):
         return {"age": len(self.bins)}
 
     def load_split(self, split: str, limit: int = 0) -> tuple[np.ndarray, torch.Tensor]:
-        rows = [r for r in read_utkface(self.config.data, split) if r.race != self.config.hold_out_race]
+        rows = read_utkface(self.config.data, split, without_race=self.config.hold_out_race)
         rows = rows[:limit] if limit else rows
         images = image_cache([r.path for r in rows], self.config.image_size, self.config.cache_dir)
         ages = torch.tensor([r.age for r in rows], dtype=torch.float32)

@@ -37,13 +37,9 @@ from dldl_core.predict import AgePredictor
 from train.age import age_metrics, coverage_band, fit_temperature
 
 
-def _rows(data: str | None, split: str, hold_out_race: int) -> list:
-    return [r for r in read_utkface(data, split) if r.race != hold_out_race]
-
-
 def build(age: AgePredictor, data: str | None, faces: int, dims: int, k: int, hold_out_race: int, val: torch.Tensor) -> Novelty:
     """The bank of ``faces`` train faces (each clean and degraded), scaled by clean val's features ``val``."""
-    train = _rows(data, "train", hold_out_race)
+    train = read_utkface(data, "train", without_race=hold_out_race)
     rng = np.random.default_rng(1)
     rows = [train[i] for i in rng.choice(len(train), faces, replace=False)]
     chips = [load_image(r.path) for r in rows]
@@ -82,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     card = read_card(weights)
     hold_out_race = int(card.training.get("config", {}).get("hold_out_race", -1))
     age = AgePredictor(weights, args.device)
-    rows = _rows(args.data, "val", hold_out_race)
+    rows = read_utkface(args.data, "val", without_race=hold_out_race)
     chips = [load_image(r.path) for r in rows]
     val = [age.logits(chips, features=True)]
     novelty = build(age, args.data, args.faces, args.dims, args.k, hold_out_race, val[0][1])
