@@ -162,3 +162,21 @@ def test_a_held_out_group_stays_out_of_the_rows_a_held_out_run_reads(utkface_tes
     kept = read_utkface(split="val", without_race=1)
     assert 0 < len(kept) < len(val) and kept == [r for r in val if r.race != 1]
     assert read_utkface(split="val", without_race=-1) == val  # -1, train.age's "none", leaves every group in
+
+
+def test_the_cards_metrics_are_read_as_the_predictor_reads(utkface_test, age_predictor):
+    """train.novelty restates the card's metrics at the readout it writes: the MAE and coverage it
+    gives for these chips are those of the predictor's own readouts, intervals widened by novelty."""
+    from PIL import Image
+
+    from train.novelty import read_metrics
+
+    chips = [Image.open(r.path).convert("RGB") for r in utkface_test]
+    ages = np.array([r.age for r in utkface_test])
+    got = read_metrics(age_predictor, age_predictor.novelty, *age_predictor.logits(chips, features=True), torch.from_numpy(ages),
+                       age_predictor.temperature, age_predictor.widening)
+    out = age_predictor.predict_crops(chips)
+    lo, hi = np.array([o["interval"] for o in out]).T
+    assert got["mae"] == pytest.approx(np.abs(np.array([o["mean"] for o in out]) - ages).mean(), abs=1e-3)
+    assert got["coverage"] == pytest.approx(((ages >= lo) & (ages <= hi)).mean())
+    assert age_predictor.widening > 0  # the shipped readout widens, so a read at one temperature would differ

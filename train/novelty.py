@@ -11,8 +11,11 @@ exp(B x its novelty) (``dldl_core.age.face_temperatures``), and the temperature 
 with it, as ``train.age`` fits it: the lowest NLL on clean val and its seeded degraded copy among
 the temperatures whose interval covers ``--coverage-band`` of each. Typical faces' intervals then
 narrow to the nominal mass and unusual faces' widen (docs/models/age.md, "Wider where the face is
-unusual"). A model trained without a UTKFace group (``--hold-out-race``) keeps it out of the bank
-and of val here too. Nothing is trained; test is never read.
+unusual"). The card's metrics are then read again at that readout, test too where ``train.age``
+read it (its figures at its own temperature stay in the novelty section as ``metrics_before``),
+so the card says what the shipped readout measures. A model trained without a UTKFace group
+(``--hold-out-race``) keeps it out of the bank, val and test here too. Nothing is trained, and
+nothing is chosen on test.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ def refit_temperature(novelty: Novelty, sets: list[tuple[torch.Tensor, torch.Ten
     return fit_temperature(lambda t: [age_metrics(x, ages, face_temperatures(t, widening, z), level) for x, z in read], band)
 
 
+def read_metrics(age: AgePredictor, novelty: Novelty, logits: torch.Tensor, features: torch.Tensor, ages: torch.Tensor,
+                 temperature: float, widening: float) -> dict[str, float]:
+    """``train.age``'s metrics of faces aged ``ages`` whose untempered logits and features are these,
+    read as the predictor reads them with this bank, temperature and widening."""
+    return age_metrics(logits, ages, face_temperatures(temperature, widening, novelty(features).cpu()), age.level)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.novelty", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -87,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     date = datetime.date.today().isoformat()
     novelty.save(out, {"command": command, "date": date})
     before = card.extra.get("novelty", {}).get("temperature_before", card.readout.temperature)  # train.age's own fit
+    metrics_before = card.extra.get("novelty", {}).get("metrics_before", card.metrics)  # read at that temperature
     people = f"UTKFace train faces outside race group {hold_out_race}" if hold_out_race >= 0 else "UTKFace train faces"
     card.extra["novelty"] = {
         "file": out.name, "command": command, "date": date, "k": novelty.k, "dims": int(novelty.proj.shape[1]),
@@ -95,17 +106,26 @@ def main(argv: list[str] | None = None) -> None:
         "means": "distance to the k-th nearest bank face; 0 = clean val's median, 1 = its 90th percentile; "
                  "a face beyond flag (clean val's 99th percentile) is reported unusual",
     }
-    card.readout.temperature, card.readout.widening = before, args.widening
+    card.readout.temperature, card.readout.widening, card.metrics = before, args.widening, metrics_before
     if args.widening > 0:
         rng = np.random.default_rng(0)
         val.append(age.logits([degraded_copy(c, rng) for c in chips], features=True))
         ages = torch.tensor([r.age for r in rows])
-        card.readout.temperature = refit_temperature(novelty, val, ages, args.widening, band, age.level)
+        t = card.readout.temperature = refit_temperature(novelty, val, ages, args.widening, band, age.level)
+        # the card's metrics, read again as the predictor now reads: test too where train.age read it
+        # (once, after its choices; nothing here is chosen on it)
+        card.metrics = {"val": read_metrics(age, novelty, *val[0], ages, t, args.widening)}
+        if "test" in metrics_before:
+            test = read_utkface(args.data, "test", without_race=hold_out_race)
+            card.metrics["test"] = read_metrics(age, novelty, *age.logits([load_image(r.path) for r in test], features=True),
+                                                torch.tensor([r.age for r in test]), t, args.widening)
         card.extra["novelty"]["temperature_before"] = before
+        card.extra["novelty"]["metrics_before"] = metrics_before
         card.extra["novelty"]["widening"] = (
             f"each face's temperature is readout.temperature x exp(readout.widening x its novelty clipped to {list(NOVELTY_RANGE)}), "
             "the temperature fitted with it by the lowest NLL on clean val and its seeded degraded copy"
-            + (f" among those covering {args.coverage_band} of each" if band else "") + f" (train.age's alone: {before}, at which the card's metrics were read)")
+            + (f" among those covering {args.coverage_band} of each" if band else "")
+            + f"; the card's metrics are read at it (train.age's temperature alone: {before}, its metrics in metrics_before)")
     card_path(weights).write_text(json.dumps(card.to_json(), indent=2) + "\n")
     print(f"wrote {out}: {len(novelty.bank)} faces x {novelty.proj.shape[1]} dims, flag at novelty {novelty.flag:.2f}"
           + (f"; temperature {card.readout.temperature}, widened by exp({args.widening} x novelty)" if args.widening > 0 else ""))
