@@ -173,8 +173,7 @@ def test_the_cards_metrics_are_read_as_the_predictor_reads(utkface_test, age_pre
 
     chips = [Image.open(r.path).convert("RGB") for r in utkface_test]
     ages = np.array([r.age for r in utkface_test])
-    got = read_metrics(age_predictor, age_predictor.novelty, *age_predictor.logits(chips, features=True), torch.from_numpy(ages),
-                       age_predictor.temperature, age_predictor.widening)
+    got = read_metrics(age_predictor, *age_predictor.logits(chips, features=True), torch.from_numpy(ages))
     out = age_predictor.predict_crops(chips)
     lo, hi = np.array([o["interval"] for o in out]).T
     assert got["mae"] == pytest.approx(np.abs(np.array([o["mean"] for o in out]) - ages).mean(), abs=1e-3)

@@ -58,11 +58,10 @@ def refit_temperature(novelty: Novelty, sets: list[tuple[torch.Tensor, torch.Ten
     return fit_temperature(lambda t: [age_metrics(x, ages, face_temperatures(t, widening, z), level) for x, z in read], band)
 
 
-def read_metrics(age: AgePredictor, novelty: Novelty, logits: torch.Tensor, features: torch.Tensor, ages: torch.Tensor,
-                 temperature: float, widening: float) -> dict[str, float]:
+def read_metrics(age: AgePredictor, logits: torch.Tensor, features: torch.Tensor, ages: torch.Tensor) -> dict[str, float]:
     """``train.age``'s metrics of faces aged ``ages`` whose untempered logits and features are these,
-    read as the predictor reads them with this bank, temperature and widening."""
-    return age_metrics(logits, ages, face_temperatures(temperature, widening, novelty(features).cpu()), age.level)
+    each face at the temperature ``age`` reads it at (``AgePredictor.temperatures``)."""
+    return age_metrics(logits, ages, age.temperatures(features), age.level)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,14 +110,15 @@ def main(argv: list[str] | None = None) -> None:
         rng = np.random.default_rng(0)
         val.append(age.logits([degraded_copy(c, rng) for c in chips], features=True))
         ages = torch.tensor([r.age for r in rows])
-        t = card.readout.temperature = refit_temperature(novelty, val, ages, args.widening, band, age.level)
+        card.readout.temperature = refit_temperature(novelty, val, ages, args.widening, band, age.level)
         # the card's metrics, read again as the predictor now reads: test too where train.age read it
         # (once, after its choices; nothing here is chosen on it)
-        card.metrics = {"val": read_metrics(age, novelty, *val[0], ages, t, args.widening)}
+        age.novelty, age.temperature, age.widening = novelty, card.readout.temperature, args.widening
+        card.metrics = {"val": read_metrics(age, *val[0], ages)}
         if "test" in metrics_before:
             test = read_utkface(args.data, "test", without_race=hold_out_race)
-            card.metrics["test"] = read_metrics(age, novelty, *age.logits([load_image(r.path) for r in test], features=True),
-                                                torch.tensor([r.age for r in test]), t, args.widening)
+            card.metrics["test"] = read_metrics(age, *age.logits([load_image(r.path) for r in test], features=True),
+                                                torch.tensor([r.age for r in test]))
         card.extra["novelty"]["temperature_before"] = before
         card.extra["novelty"]["metrics_before"] = metrics_before
         card.extra["novelty"]["widening"] = (
